@@ -1,0 +1,49 @@
+# bcc_exporter developer entry points. Everything runs from .venv, which scripts/bootstrap.sh
+# builds on Debian's /usr/bin/python3 (the only interpreter that imports bcc).
+#
+#   make setup                       bootstrap this machine (root: packages, headers, mounts, .venv)
+#   make run ARGS='--help'           run the exporter (default port 9474)
+#   make test PYTEST_ARGS='-k hist'  lint, type-check, then pytest
+#   make lint                        ruff + mypy only
+#   make clean                       remove .venv and caches (mounts and headers stay)
+
+SHELL := /bin/bash
+VENV := .venv
+STAMP := $(VENV)/.bootstrap-make-stamp
+# Only the directories that exist (bench/ may not yet).
+LINT_PATHS := $(wildcard exporter tests bench)
+ARGS ?=
+PYTEST_ARGS ?=
+
+# The stamp skips the bootstrap while scripts/bootstrap.sh and pyproject.toml are unchanged.
+# Mounts vanish on reboot and headers links can be removed, which no file date shows: when
+# they are missing, force the bootstrap even with a fresh stamp.
+BOOTSTRAP_STATE := $(shell mountpoint -q /sys/kernel/tracing \
+	&& test -d /lib/modules/$$(uname -r)/build/include \
+	&& test -x $(VENV)/bin/bcc_exporter && echo ready)
+ifneq ($(BOOTSTRAP_STATE),ready)
+.PHONY: $(STAMP)
+endif
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): scripts/bootstrap.sh pyproject.toml
+	bash scripts/bootstrap.sh
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/bcc_exporter $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,194 @@
+"""Read every (key, value) pair of a BPF map from its fd, for counters and histograms.
+
+Scrapes read whole maps of up to ~100k entries, so values are decoded in bulk from one
+buffer per batch with memoryview.cast; nothing allocates a ctypes object per entry.
+Maps are only ever read: Prometheus wants cumulative counts, and clearing races the
+program that writes them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import threading
+from pathlib import Path
+from typing import Literal
+
+from exporter.bpf.syscall import (
+    ENOTSUPP,
+    PERCPU_MAP_TYPES,
+    BPFError,
+    Buffer,
+    MapInfo,
+    map_get_next_key,
+    map_info,
+    map_lookup_batch,
+    map_lookup_elem,
+)
+
+# memoryview.cast codes for native-endian unsigned integers of each value size.
+_UintFormat = Literal["B", "H", "I", "Q"]
+_UINT_FORMATS: dict[int, _UintFormat] = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+# The kernel lays per-CPU values out in 8-byte-aligned slots, one per possible CPU.
+_PERCPU_SLOT_ALIGN = 8
+
+# Errors meaning "this map (or kernel) has no batch lookup", not "the read failed".
+_NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
+
+BATCH_SIZE = 4096
+
+
+def possible_cpus(path: str | Path = "/sys/devices/system/cpu/possible") -> int:
+    """How many CPUs are possible ("0-3", "0,2-3"): the number of slots in a per-CPU value.
+
+    The kernel packs one slot per possible CPU in CPU order, so with holes in the mask
+    slot i is the i-th possible CPU, not CPU number i.
+    """
+    count = 0
+    for part in Path(path).read_text().strip().split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def _round_up(n: int, align: int) -> int:
+    return (n + align - 1) // align * align
+
+
+class MapReader:
+    """Reads a map whose values are unsigned integers of 1, 2, 4 or 8 bytes.
+
+    Per-CPU maps are summed over CPUs by items(); items_per_cpu() keeps them apart.
+    Batch lookup is used unless `batch=False` or the kernel refuses it for this map,
+    after which the reader stays on the key-by-key path. Reads are serialised because
+    concurrent scrapes would share the reused buffers.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        info: MapInfo | None = None,
+        *,
+        batch: bool = True,
+        cpus: int | None = None,
+    ) -> None:
+        self.fd = fd
+        self.info = info if info is not None else map_info(fd)
+        self.batch = batch
+        self._format = self._value_format()
+        self.percpu = self.info.type in PERCPU_MAP_TYPES
+        self.cpus = (cpus if cpus is not None else possible_cpus()) if self.percpu else 1
+        # Value size in units of the value format, so a strided cast skips slot padding.
+        slot = _round_up(self.info.value_size, _PERCPU_SLOT_ALIGN) if self.percpu else 0
+        self._stride = slot // self.info.value_size if self.percpu else 1
+        self._elem_bytes = slot * self.cpus if self.percpu else self.info.value_size
+        self._batch_buffers: tuple[Buffer, Buffer, Buffer, Buffer] | None = None
+        self._lock = threading.Lock()
+
+    def _value_format(self) -> _UintFormat:
+        try:
+            return _UINT_FORMATS[self.info.value_size]
+        except KeyError:
+            raise ValueError(
+                f"map {self.info.name!r} (id {self.info.id}) has {self.info.value_size}-byte "
+                "values; only 1, 2, 4 or 8-byte unsigned integers can be read"
+            ) from None
+
+    def items(self) -> list[tuple[bytes, int]]:
+        """Every (key bytes, value) pair; per-CPU values are summed."""
+        keys, values = self._read()
+        if not self.percpu:
+            return list(zip(keys, values, strict=True))
+        n = self.cpus
+        return [(key, sum(values[i * n : (i + 1) * n])) for i, key in enumerate(keys)]
+
+    def items_per_cpu(self) -> list[tuple[bytes, list[int]]]:
+        """Every (key bytes, [value on CPU 0, CPU 1, ...]) pair of a per-CPU map."""
+        if not self.percpu:
+            raise ValueError(f"map {self.info.name!r} (id {self.info.id}) is not per-CPU")
+        keys, values = self._read()
+        n = self.cpus
+        return [(key, values[i * n : (i + 1) * n]) for i, key in enumerate(keys)]
+
+    def _read(self) -> tuple[list[bytes], list[int]]:
+        """Keys, and values flattened as count * cpus integers."""
+        with self._lock:
+            return self._read_locked()
+
+    def _read_locked(self) -> tuple[list[bytes], list[int]]:
+        if self.batch:
+            try:
+                return self._read_batch()
+            except BPFError as e:
+                if e.errno not in _NO_BATCH_ERRNOS:
+                    raise
+                self.batch = False
+        return self._read_by_key()
+
+    def _keys(self, keys_buf: Buffer, count: int) -> list[bytes]:
+        ks = self.info.key_size
+        raw = ctypes.string_at(keys_buf, count * ks)
+        return [raw[i : i + ks] for i in range(0, len(raw), ks)]
+
+    def _values(self, values_buf: Buffer, count: int) -> list[int]:
+        """count * cpus native-endian integers, skipping the padding of per-CPU slots."""
+        view = memoryview(values_buf).cast("B")[: count * self._elem_bytes]
+        return view.cast(self._format)[:: self._stride].tolist()
+
+    def _alloc_batch(self) -> tuple[Buffer, Buffer, Buffer, Buffer]:
+        if self._batch_buffers is None:
+            # Hash maps use a 4-byte bucket cursor, arrays a key-sized one.
+            token = max(self.info.key_size, 8)
+            self._batch_buffers = (
+                ctypes.create_string_buffer(token),
+                ctypes.create_string_buffer(token),
+                ctypes.create_string_buffer(BATCH_SIZE * self.info.key_size),
+                ctypes.create_string_buffer(BATCH_SIZE * self._elem_bytes),
+            )
+        return self._batch_buffers
+
+    def _read_batch(self) -> tuple[list[bytes], list[int]]:
+        token_in, token_out, keys_buf, values_buf = self._alloc_batch()
+        keys: list[bytes] = []
+        values: list[int] = []
+        cursor: Buffer | None = None
+        done = False
+        while not done:
+            count, done = map_lookup_batch(
+                self.fd, cursor, token_out, keys_buf, values_buf, BATCH_SIZE
+            )
+            keys += self._keys(keys_buf, count)
+            values += self._values(values_buf, count)
+            ctypes.memmove(token_in, token_out, len(token_out))
+            cursor = token_in
+        return keys, values
+
+    def _read_by_key(self) -> tuple[list[bytes], list[int]]:
+        """GET_NEXT_KEY + LOOKUP_ELEM, for kernels or map types without batch lookup."""
+        ks = self.info.key_size
+        key = ctypes.create_string_buffer(ks)
+        next_key = ctypes.create_string_buffer(ks)
+        value = ctypes.create_string_buffer(self._elem_bytes)
+        # A dict because a hash walk restarts from the first key when the current key is
+        # deleted (LRU eviction) under it; later reads of a key are the fresher ones.
+        found: dict[bytes, list[int]] = {}
+        cursor: Buffer | None = None
+        while True:
+            try:
+                map_get_next_key(self.fd, cursor, next_key)
+            except BPFError as e:
+                if e.errno == errno.ENOENT:
+                    break
+                raise
+            try:
+                map_lookup_elem(self.fd, next_key, value)
+            except BPFError as e:
+                if e.errno != errno.ENOENT:  # deleted between the two calls
+                    raise
+            else:
+                found[next_key.raw] = self._values(value, 1)
+            ctypes.memmove(key, next_key, ks)
+            cursor = key
+        values = [v for per_key in found.values() for v in per_key]
+        return list(found), values

@@ -1,0 +1,233 @@
+"""Command line: wires config -> loader -> metrics -> server. The only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+
+from . import __version__, config, headers, loader, server
+from .bpf.btf import BTF
+from .bpf.syscall import BPFError, enable_stats
+from .errors import ConfigError, LoadError
+from .metrics.program import ProgramCollector
+from .metrics.self_metrics import ExporterCollector
+from .server import App
+from .tracefs import ensure_mounted
+
+log = logging.getLogger("bcc_exporter")
+
+DEFAULT_PORT = 9474
+EXIT_CONFIG = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bcc_exporter",
+        description="Compile BPF programs with BCC and serve their maps as Prometheus metrics.",
+    )
+    p.add_argument(
+        "--config.dir",
+        dest="config_dir",
+        type=Path,
+        help=f"directory of program configs (default: built-in {config.BUILTIN_DIR})",
+    )
+    p.add_argument(
+        "--config.names",
+        dest="config_names",
+        help="comma-separated config names in --config.dir (default: the built-in "
+        f"set {','.join(config.DEFAULT_NAMES)}, or every file of --config.dir)",
+    )
+    p.add_argument(
+        "--config.file",
+        dest="config_files",
+        type=Path,
+        action="append",
+        default=[],
+        help="a config file (repeatable)",
+    )
+    p.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="compile and attach every program, report each, detach and exit 0/1",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=f":{DEFAULT_PORT}",
+        help="address to serve on (default :%(default)s)".replace("%(default)s", str(DEFAULT_PORT)),
+    )
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="path of the metrics endpoint (default %(default)s)",
+    )
+    p.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    p.add_argument(
+        "--loader.python",
+        dest="loader_python",
+        default=sys.executable,
+        help="interpreter that runs compile workers; must import bcc "
+        "(default: this one, %(default)s)",
+    )
+    p.add_argument(
+        "--loader.timeout",
+        dest="loader_timeout",
+        type=float,
+        default=120.0,
+        help="seconds a compile worker may take (default %(default)s)",
+    )
+    p.add_argument("--version", action="version", version=f"bcc_exporter {__version__}")
+    return p.parse_args(argv)
+
+
+def setup_logging(level: str) -> None:
+    logging.addLevelName(logging.WARNING, "WARN")
+    logging.basicConfig(
+        level={"warn": logging.WARNING}.get(level, level.upper()),
+        format="%(asctime)s %(levelname)-5s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        specs = config.load(
+            config.config_paths(
+                args.config_dir,
+                [n for n in (args.config_names or "").split(",") if n] or None,
+                args.config_files,
+            )
+        )
+    except ConfigError as err:
+        print(f"bcc_exporter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    worker = loader.Worker(python=args.loader_python, timeout=args.loader_timeout)
+    if args.config_check:
+        ensure_mounted()
+        return report_check(*start_programs(specs, worker))
+    try:
+        # Bound before loading, so a taken port fails in a second, not after every compile.
+        listener = bind(args.listen)
+    except OSError as err:
+        print(f"bcc_exporter: cannot listen on {args.listen}: {err.strerror}", file=sys.stderr)
+        return 1
+    ensure_mounted()
+    # Held for the daemon's life: the kernel counts programs' run time only while it is open.
+    stats_fd = _enable_stats()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        header_check = pool.submit(check_headers, worker)
+        collectors, failed = start_programs(specs, worker)
+        exporter = ExporterCollector(header_check.result())
+    exporter.set_programs(collectors, failed)
+    try:
+        serve(exporter, listener, args.telemetry_path)
+    finally:
+        for c in collectors:
+            c.program.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
+    log.info("stopped; every program detached")
+    return 0
+
+
+def check_headers(worker: loader.Worker) -> headers.HeaderCheck | None:
+    """Say which headers programs compile against, and loudly when they misdescribe the kernel."""
+    source = headers.headers_source()
+    log.info(
+        "compiling against kernel headers at %s (release %s) for kernel %s",
+        source.path,
+        source.release or "unknown",
+        source.kernel_release,
+    )
+    try:
+        meta, _, stderr = worker.run({"header_fields": headers.DEFAULT_FIELDS}, "header check")
+        if not meta.get("ok"):
+            raise LoadError("header check", meta.get("error") or stderr.strip()[-300:])
+        check = headers.compare(BTF.load(), meta["offsets"], source)
+    except (LoadError, OSError, ValueError) as err:
+        log.warning("cannot check the kernel headers against the kernel's BTF: %s", err)
+        return None
+    if check.matched:
+        log.info(
+            "kernel headers agree with the kernel's BTF on all %d struct fields checked",
+            check.checked,
+        )
+    else:
+        log.warning("%s", check.warning())
+    return check
+
+
+def _enable_stats() -> int | None:
+    try:
+        return enable_stats()
+    except BPFError as err:
+        log.warning("BPF run-time stats unavailable (%s): run_count/run_seconds stay 0", err)
+        return None
+
+
+def start_programs(
+    specs: list[config.ProgramSpec], worker: loader.Worker
+) -> tuple[list[ProgramCollector], list[LoadError]]:
+    collectors: list[ProgramCollector] = []
+    failed: list[LoadError] = []
+    for result in loader.load_all(specs, worker):
+        if isinstance(result, LoadError):
+            failed.append(result)
+            continue
+        try:
+            collectors.append(ProgramCollector(result))
+        except LoadError as err:
+            log.error("%s", err)
+            result.close()
+            failed.append(err)
+    log.info("%d of %d programs running", len(collectors), len(specs))
+    return collectors, failed
+
+
+def report_check(collectors: list[ProgramCollector], failed: list[LoadError]) -> int:
+    for c in collectors:
+        print(f"OK   {c.program.name}")
+        c.program.close()
+    for err in failed:
+        print(f"FAIL {err.program}: {err.reason}")
+    return 1 if failed else 0
+
+
+def bind(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "::"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((host, int(port)))
+    sock.listen(128)
+    return sock
+
+
+def serve(exporter: ExporterCollector, listener: socket.socket, telemetry_path: str) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter)
+    ProcessCollector(registry=registry)
+    host, port = listener.getsockname()[:2]
+    log.info("serving %s on %s:%d", telemetry_path, host, port)
+    server.serve(App(registry, exporter, telemetry_path), listener)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

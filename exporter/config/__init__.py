@@ -1,0 +1,165 @@
+"""Config stage: YAML files -> ProgramSpecs; errors name the file, the program and the field."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import ConfigError
+from .models import ConfigFile, Program
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "config"
+# The built-in set `make run` serves when no config flag is given.
+DEFAULT_NAMES = ("syscalls", "opens", "biolatency")
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    program: Program
+    code: str
+    origin: Path
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def digest(self) -> str:
+        """Identity of the definition: equal digests mean a reload may keep the loaded program."""
+        # self.code is the text either way: inline code and a source file holding it digest alike.
+        blob = self.program.model_dump_json(exclude={"source", "code"}) + "\0" + self.code
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def config_paths(
+    config_dir: Path | None, names: Sequence[str] | None, files: Sequence[Path]
+) -> list[Path]:
+    """Resolve --config.dir/--config.names/--config.file into files, in the order given."""
+    paths = list(files)
+    if config_dir is not None or names or not files:
+        directory = config_dir or BUILTIN_DIR
+        for name in names or (DEFAULT_NAMES if config_dir is None else _all_names(directory)):
+            paths.append(directory / f"{name}.yaml")
+    return paths
+
+
+def _all_names(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def load(paths: Iterable[Path]) -> list[ProgramSpec]:
+    specs: list[ProgramSpec] = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        for spec in load_file(path):
+            if spec.name in seen:
+                raise ConfigError(
+                    f'{path}: program "{spec.name}": name: already defined in {seen[spec.name]}'
+                )
+            seen[spec.name] = path
+            specs.append(spec)
+    return specs
+
+
+def load_file(path: Path) -> list[ProgramSpec]:
+    raw = _read_yaml(path)
+    try:
+        parsed = ConfigFile.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(path, raw, err)) from None
+    return [ProgramSpec(p, _code(path, p), path) for p in parsed.programs]
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config: {_reason(err)}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+
+
+def _code(path: Path, program: Program) -> str:
+    if program.code is not None:
+        return program.code
+    assert program.source is not None
+    # Relative to the config file, as Prometheus resolves rule_files.
+    source = (path.parent / program.source).resolve()
+    try:
+        return source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f'{path}: program "{program.name}": source: cannot read {source}: {_reason(err)}'
+        ) from None
+
+
+def _reason(err: OSError | UnicodeDecodeError) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 (byte {err.start})"
+    return str(err.strerror)
+
+
+def format_validation_error(path: Path, raw: Any, err: ValidationError) -> str:
+    """One line per problem: `file: program "x": metrics.histograms[0].bucket_type: message`."""
+    lines = []
+    for problem in err.errors():
+        loc = list(problem["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == "programs" and isinstance(loc[1], int):
+            where = f"{_program_label(raw, loc[1])}: "
+            loc = loc[2:]
+        message = _message(problem)
+        if problem["type"] == "value_error":
+            # A model validator names the field it rejects first: "bucket_max: required ...".
+            head, sep, rest = message.partition(": ")
+            if sep and re.fullmatch(r"[a-z][a-z0-9_]*", head):
+                loc, message = [*loc, head], rest
+        field = _dotted(loc)
+        lines.append(f"{path}: {where}{field + ': ' if field else ''}{message}")
+    return "\n".join(lines)
+
+
+def _program_label(raw: Any, index: int) -> str:
+    try:
+        name = raw["programs"][index]["name"]
+    except (KeyError, IndexError, TypeError):
+        name = None
+    return f'program "{name}"' if isinstance(name, str) else f"programs[{index}]"
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith("function-") and part not in ("str", "list[...]"):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _message(problem: Any) -> str:
+    kind = problem["type"]
+    if kind == "literal_error":
+        expected = problem["ctx"]["expected"].replace("'", "")
+        return f"must be one of {expected.replace(' or ', ', ')} (got {problem['input']!r})"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required"
+    if kind in ("model_type", "dict_type"):
+        got = "nothing" if problem["input"] is None else type(problem["input"]).__name__
+        return f"must be a mapping (got {got})"
+    message = str(problem["msg"])
+    return message.removeprefix("Value error, ")

@@ -1,0 +1,153 @@
+"""The one definition of the config: pydantic models (native format)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from .probes import Probe, parse_probe
+
+NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+RESERVED_PREFIX = "exporter_"
+
+
+def _probe(value: Any) -> Probe:
+    if isinstance(value, Probe):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a probe is a string such as tracepoint:block:block_rq_issue")
+    return parse_probe(value)
+
+
+ProbeField = Annotated[Probe, BeforeValidator(_probe), PlainSerializer(str)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DecoderSpec(BaseModel):
+    """`{name: uint}`; decoder options (static_map, regexps, ...) sit beside the name."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class Label(Strict):
+    name: str = Field(pattern=NAME)
+    size: int = Field(gt=0, description="bytes of the map key this label takes")
+    padding: int = Field(0, ge=0, description="bytes skipped after the field")
+    decoders: list[DecoderSpec] = Field(min_length=1)
+
+
+class Metric(Strict):
+    name: str = Field(pattern=NAME)
+    help: str = Field(min_length=1)
+    map: str = Field(min_length=1)
+    labels: list[Label] = []
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name.startswith(RESERVED_PREFIX):
+            raise ValueError(f"names starting with {RESERVED_PREFIX!r} are the exporter's own")
+        return name
+
+
+class Counter(Metric):
+    pass
+
+
+class Gauge(Metric):
+    pass
+
+
+class Histogram(Metric):
+    bucket_type: Literal["exp2", "exp2zero", "linear", "fixed"]
+    bucket_min: int = Field(0, ge=0)
+    bucket_max: int | None = Field(None, ge=0)
+    bucket_keys: list[int] | None = None
+    bucket_multiplier: float = Field(1.0, gt=0)
+    sum_key: int | None = Field(
+        None, description="bucket key whose value is the sum of observations, in raw units"
+    )
+
+    @model_validator(mode="after")
+    def _buckets(self) -> Histogram:
+        if not self.labels:
+            raise ValueError("labels: a histogram needs at least its bucket label (the last one)")
+        if self.bucket_type == "fixed":
+            if not self.bucket_keys:
+                raise ValueError("bucket_keys: required for bucket_type fixed")
+            if sorted(set(self.bucket_keys)) != self.bucket_keys:
+                raise ValueError("bucket_keys: must be strictly increasing")
+        elif self.bucket_max is None:
+            raise ValueError(f"bucket_max: required for bucket_type {self.bucket_type}")
+        elif self.bucket_max < self.bucket_min:
+            raise ValueError("bucket_max: must not be below bucket_min")
+        if self.sum_key is not None and self.sum_key in self.bucket_keys_or_range():
+            raise ValueError("sum_key: must not be one of the bucket keys")
+        return self
+
+    def bucket_keys_or_range(self) -> list[int]:
+        if self.bucket_type == "fixed":
+            return list(self.bucket_keys or [])
+        assert self.bucket_max is not None
+        return list(range(self.bucket_min, self.bucket_max + 1))
+
+
+class Metrics(Strict):
+    counters: list[Counter] = []
+    gauges: list[Gauge] = []
+    histograms: list[Histogram] = []
+
+    def all(self) -> list[Metric]:
+        return [*self.counters, *self.gauges, *self.histograms]
+
+
+class ProbeBinding(Strict):
+    """A C function and where it attaches; alternatives are tried in order (static first)."""
+
+    function: str = Field(pattern=NAME)
+    attach: list[ProbeField] = Field(min_length=1)
+
+    @field_validator("attach", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Program(Strict):
+    name: str = Field(pattern=NAME)
+    code: str | None = None
+    source: str | None = None
+    cflags: list[str] = []
+    probes: list[ProbeBinding] = []
+    metrics: Metrics = Metrics()
+
+    @model_validator(mode="after")
+    def _code_or_source(self) -> Program:
+        if (self.code is None) == (self.source is None):
+            raise ValueError("give exactly one of code (inline C) or source (a file)")
+        names = [m.name for m in self.metrics.all()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"metrics: duplicate metric names {', '.join(dupes)}")
+        return self
+
+
+class ConfigFile(Strict):
+    programs: list[Program] = Field(min_length=1)

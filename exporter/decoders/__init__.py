@@ -1,0 +1,63 @@
+"""Decoders: turn the bytes of one key field into a label value.
+
+A label has a chain of decoders, as in cloudflare/ebpf_exporter: the first gets the raw
+field bytes, each next one the previous one's output (UTF-8 text as bytes), and the last
+output is the label value.
+
+Decoders are pure and stateless once built, so one chain may serve concurrent scrapes.
+Caching decoded values (by raw key bytes) is the caller's job, and so is guarding that cache.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._base import TEXT_INPUT, Decoder, DecoderError, SkipSeries
+from .regexp import Regexp
+from .static_map import StaticMap
+from .string import String
+from .tracepoint import Tracepoint
+from .uint import Uint
+
+__all__ = ["REGISTRY", "Chain", "Decoder", "DecoderError", "SkipSeries", "build_chain"]
+
+# name -> factory(options, field_size); options is the decoder's config dict, "name" included.
+REGISTRY: dict[str, Callable[[Mapping[str, Any], int], Decoder]] = {
+    "regexp": Regexp,
+    "static_map": StaticMap,
+    "string": String,
+    "tracepoint": Tracepoint,
+    "uint": Uint,
+}
+
+
+class Chain:
+    """A label's decoders, validated when built so that decode() only decodes."""
+
+    def __init__(self, decoders: Sequence[Decoder]) -> None:
+        self._steps = tuple(d.decode for d in decoders)
+
+    def decode(self, data: bytes) -> str:
+        """The label value of one raw field; raises SkipSeries to drop the series."""
+        for step in self._steps:
+            data = step(data)
+        # "replace" only matters when static_map/regexp come first and pass raw bytes through.
+        return data.decode("utf-8", "replace")
+
+
+def build_chain(options_list: Sequence[Mapping[str, Any]], size: int) -> Chain:
+    """Build the chain for a field of `size` bytes; raises DecoderError on bad config."""
+    if not options_list:
+        raise DecoderError("a label needs at least one decoder")
+    if size < 1:
+        raise DecoderError(f"a field is at least 1 byte wide, not {size}")
+    decoders: list[Decoder] = []
+    for options in options_list:
+        if not isinstance(options, Mapping):
+            raise DecoderError(f"a decoder is a mapping with a 'name', not {options!r}")
+        name = options.get("name")
+        factory = REGISTRY.get(name) if isinstance(name, str) else None
+        if factory is None:
+            raise DecoderError(f"unknown decoder {name!r}, known: {', '.join(sorted(REGISTRY))}")
+        # Only the first decoder sees the raw field; the others get text.
+        decoders.append(factory(options, TEXT_INPUT if decoders else size))
+    return Chain(decoders)

@@ -1,0 +1,19 @@
+"""Types shared by the decoder modules (kept apart from __init__ to avoid an import cycle)."""
+
+from typing import Protocol
+
+# The field size a non-first decoder is built with: its input is text from the previous
+# decoder, not a raw field. Real fields are never 0 bytes wide, so the value is unambiguous.
+TEXT_INPUT = 0
+
+
+class DecoderError(ValueError):
+    """Bad decoder config or unsupported field width, raised when a chain is built."""
+
+
+class SkipSeries(Exception):
+    """Raised while decoding to drop the whole series (e.g. no regexp matched)."""
+
+
+class Decoder(Protocol):
+    def decode(self, data: bytes) -> bytes: ...

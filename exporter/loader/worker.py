@@ -1,0 +1,287 @@
+"""The throwaway compile worker: the only code that imports bcc.
+
+Run as `python -m exporter.loader FD`: reads one job (JSON) on stdin, compiles and attaches with
+BCC, hands every fd that keeps the program alive to the daemon over the socket FD, and leaves
+with os._exit so that BCC's atexit hooks cannot detach anything.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..bpf.perf import link_perf_event, tracepoint_event
+from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
+from ..tracefs import TRACEFS
+from . import handoff
+
+EVENT_SOURCES = Path("/sys/bus/event_source/devices")
+PERF_TYPE_HARDWARE = 0
+PERF_TYPE_SOFTWARE = 1
+
+
+class ProbeUnavailable(Exception):
+    """This kernel cannot provide the probe; the next alternative may."""
+
+
+class CompileFailed(Exception):
+    """The C did not compile or the verifier refused it: details are on the worker's stderr."""
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    job = json.load(sys.stdin)
+    try:
+        meta, fds = run(job)
+    except Exception as err:  # noqa: BLE001 - bcc raises bare Exception; the daemon gets its text
+        stage = "compile" if isinstance(err, CompileFailed) else "attach"
+        meta, fds = {"ok": False, "stage": stage, "error": str(err) or type(err).__name__}, []
+    handoff.send(sock, meta, fds)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def run(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    if "header_fields" in job:
+        from ..headers import header_offsets
+
+        return {"ok": True, "offsets": header_offsets(job["header_fields"])}, []
+    return load_program(job)
+
+
+def load_program(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    from bcc import BPF
+
+    bindings = [(b["function"], [parse_probe(p) for p in b["attach"]]) for b in job["probes"]]
+    started = time.monotonic()
+    usdt_contexts, usdt_done = _prepare_usdt(bindings)
+    try:
+        bpf = BPF(text=job["code"], cflags=job["cflags"], usdt_contexts=usdt_contexts)
+    except Exception as err:
+        raise CompileFailed(str(err)) from None
+    compiled = time.monotonic()
+    attachments = _auto_attached(bpf) + usdt_done
+    attacher = Attacher(bpf)
+    for function, alternatives in bindings:
+        if any(a["function"] == function for a in usdt_done):
+            continue
+        attachments.extend(_attach_first(attacher, function, alternatives))
+    attached = time.monotonic()
+    meta, fds = _describe(bpf, attachments, compiled - started, attached - compiled)
+    return meta, fds + attacher.held
+
+
+def _prepare_usdt(bindings: list[tuple[str, list[Probe]]]) -> tuple[list[Any], list[dict]]:
+    """USDT probes must be enabled before BCC compiles; others attach after."""
+    from bcc import USDT
+
+    contexts, done = [], []
+    for function, alternatives in bindings:
+        first = alternatives[0]
+        if first.kind != "usdt":
+            continue
+        try:
+            context = USDT(path=first.field("path"))
+            context.enable_probe(probe=first.field("probe"), fn_name=function)
+        except Exception as err:  # noqa: BLE001
+            if len(alternatives) == 1:
+                raise ProbeUnavailable(f"{first}: {err}") from None
+            alternatives.pop(0)
+            continue
+        contexts.append(context)
+        done.append({"function": function, "probe": str(first), "tried": []})
+    return contexts, done
+
+
+def _auto_attached(bpf: Any) -> list[dict[str, Any]]:
+    """BCC attaches TRACEPOINT_PROBE/RAW_TRACEPOINT_PROBE functions itself while compiling."""
+    found = []
+    for tp in bpf.tracepoint_fds:
+        category, event = tp.decode().split(":")
+        found.append(
+            {
+                "function": f"tracepoint__{category}__{event}",
+                "probe": f"tracepoint:{category}:{event}",
+                "tried": [],
+            }
+        )
+    for tp in bpf.raw_tracepoint_fds:
+        found.append(
+            {
+                "function": f"raw_tracepoint__{tp.decode()}",
+                "probe": f"raw_tracepoint:{tp.decode()}",
+                "tried": [],
+            }
+        )
+    return found
+
+
+def _attach_first(
+    attacher: Attacher, function: str, alternatives: list[Probe]
+) -> list[dict[str, Any]]:
+    tried: list[dict[str, str]] = []
+    for probe in alternatives:
+        try:
+            matched = getattr(attacher, probe.kind)(function, probe)
+        except Exception as err:  # noqa: BLE001 - bcc's attach errors are bare Exceptions
+            tried.append({"probe": str(probe), "error": str(err)})
+            continue
+        return [{"function": function, "probe": p, "tried": tried} for p in matched]
+    reasons = "; ".join(f"{t['probe']}: {t['error']}" for t in tried)
+    raise ProbeUnavailable(f"function {function}: no probe could be attached ({reasons})")
+
+
+class Attacher:
+    """One method per probe kind; each returns the probes it attached to."""
+
+    def __init__(self, bpf: Any) -> None:
+        self.bpf = bpf
+        self.held: list[int] = []  # fds bcc does not track: our own perf events and links
+
+    def tracepoint(self, function: str, probe: Probe) -> list[str]:
+        from bcc import BPF
+
+        events = _tracepoints(probe)
+        prog_fd = self.bpf.load_func(function.encode(), BPF.TRACEPOINT).fd
+        for event in events:
+            event_id = int((event / "id").read_text())
+            perf_fd = tracepoint_event(event_id)
+            self.held.append(perf_fd)
+            self.held.append(link_perf_event(prog_fd, perf_fd, cookie=event_id))
+        return [f"tracepoint:{e.parent.name}:{e.name}" for e in events]
+
+    def raw_tracepoint(self, function: str, probe: Probe) -> list[str]:
+        event = probe.field("event")
+        if not list(TRACEFS.glob(f"events/*/{event}")) and (TRACEFS / "events").is_dir():
+            raise ProbeUnavailable(f"{probe}: no such tracepoint on this kernel")
+        self.bpf.attach_raw_tracepoint(tp=event, fn_name=function)
+        return [str(probe)]
+
+    def kprobe(self, function: str, probe: Probe) -> list[str]:
+        if not (EVENT_SOURCES / "kprobe").exists() and not (TRACEFS / "kprobe_events").exists():
+            raise ProbeUnavailable(
+                "kernel has no kprobes: CONFIG_KPROBES is off "
+                f"(no {EVENT_SOURCES}/kprobe, no {TRACEFS}/kprobe_events)"
+            )
+        attach = self.bpf.attach_kretprobe if probe.kind == "kretprobe" else self.bpf.attach_kprobe
+        attach(event=probe.field("function"), fn_name=function)
+        return [str(probe)]
+
+    kretprobe = kprobe
+
+    def uprobe(self, function: str, probe: Probe) -> list[str]:
+        path = probe.field("path")
+        if not os.path.exists(path):
+            raise ProbeUnavailable(f"{path} does not exist")
+        attach = self.bpf.attach_uretprobe if probe.kind == "uretprobe" else self.bpf.attach_uprobe
+        attach(name=path, sym=probe.field("symbol"), fn_name=function)
+        return [str(probe)]
+
+    uretprobe = uprobe
+
+    def usdt(self, function: str, probe: Probe) -> list[str]:
+        raise ProbeUnavailable("a USDT probe must be the first alternative of its function")
+
+    def hardware(self, function: str, probe: Probe) -> list[str]:
+        if not (EVENT_SOURCES / "cpu").exists():
+            raise ProbeUnavailable(
+                "no hardware perf events on this machine "
+                f"(no CPU PMU at {EVENT_SOURCES}/cpu; common in VMs)"
+            )
+        self.bpf.attach_perf_event(
+            ev_type=PERF_TYPE_HARDWARE,
+            ev_config=HARDWARE_EVENTS[probe.field("event")],
+            fn_name=function,
+            sample_period=int(probe.field("period")),
+        )
+        return [str(probe)]
+
+    def software(self, function: str, probe: Probe) -> list[str]:
+        self.bpf.attach_perf_event(
+            ev_type=PERF_TYPE_SOFTWARE,
+            ev_config=SOFTWARE_EVENTS[probe.field("event")],
+            fn_name=function,
+            sample_period=int(probe.field("period")),
+        )
+        return [str(probe)]
+
+    def profile(self, function: str, probe: Probe) -> list[str]:
+        self.bpf.attach_perf_event(
+            ev_type=PERF_TYPE_SOFTWARE,
+            ev_config=SOFTWARE_EVENTS["cpu-clock"],
+            fn_name=function,
+            sample_freq=int(probe.field("rate")),
+        )
+        return [str(probe)]
+
+
+def _tracepoints(probe: Probe) -> list[Path]:
+    """The tracefs event directories a (possibly wildcard) tracepoint probe names."""
+    pattern = f"{probe.field('category')}/{probe.field('event')}"
+    events = sorted(
+        d
+        for d in TRACEFS.glob("events/*/*")
+        if fnmatch.fnmatchcase(f"{d.parent.name}/{d.name}", pattern) and (d / "id").exists()
+    )
+    if not events:
+        if not (TRACEFS / "events").is_dir():
+            raise ProbeUnavailable(f"tracefs is not mounted at {TRACEFS}")
+        raise ProbeUnavailable("no such tracepoint on this kernel")
+    return events
+
+
+def _describe(
+    bpf: Any, attachments: list[dict[str, Any]], compile_s: float, attach_s: float
+) -> tuple[dict[str, Any], list[int]]:
+    from bcc import lib
+
+    # libbcc exports these but bcc's Python binding leaves them undeclared (int restype).
+    lib.bpf_num_tables.restype = ctypes.c_size_t
+    lib.bpf_num_tables.argtypes = [ctypes.c_void_p]
+    lib.bpf_table_name.restype = ctypes.c_char_p
+    lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fds: list[int] = []
+    maps = []
+    for i in range(lib.bpf_num_tables(bpf.module)):
+        name = lib.bpf_table_name(bpf.module, i).decode()
+        maps.append(
+            {
+                "name": name,
+                "fd": len(fds),
+                "key_desc": (lib.bpf_table_key_desc(bpf.module, name.encode()) or b"").decode(),
+            }
+        )
+        fds.append(lib.bpf_table_fd(bpf.module, name.encode()))
+    functions = []
+    for name, fn in bpf.funcs.items():
+        functions.append({"name": name.decode(), "fd": len(fds)})
+        fds.append(fn.fd)
+    fds.extend(_attachment_fds(bpf))
+    meta = {
+        "ok": True,
+        "maps": maps,
+        "functions": functions,
+        "attachments": attachments,
+        "compile_seconds": compile_s,
+        "attach_seconds": attach_s,
+        "headers": os.path.realpath(f"/lib/modules/{os.uname().release}/build"),
+    }
+    return meta, fds
+
+
+def _attachment_fds(bpf: Any) -> list[int]:
+    """Every perf-event/link fd BCC holds; the daemon keeping them keeps the probes attached."""
+    fds = [*bpf.tracepoint_fds.values(), *bpf.raw_tracepoint_fds.values(), *bpf.uprobe_fds.values()]
+    for per_function in bpf.kprobe_fds.values():
+        fds.extend(per_function.values())
+    for per_cpu in bpf.open_perf_events.values():
+        fds.extend(per_cpu.values())
+    return fds

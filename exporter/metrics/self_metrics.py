@@ -1,0 +1,154 @@
+"""The exporter's own metrics (bcc_exporter_*) and the per-program error boundary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .. import __version__
+from ..bpf.syscall import BPFError, prog_info
+from ..errors import LoadError
+from ..headers import HeaderCheck
+from ..loader import LoadedProgram
+from .program import ProgramCollector
+
+log = logging.getLogger(__name__)
+
+PREFIX = "bcc_exporter"
+
+
+class ExporterCollector:
+    """Collects every program inside its own boundary, then the exporter's own metrics."""
+
+    def __init__(self, headers: HeaderCheck | None = None) -> None:
+        self.headers = headers
+        self.collectors: list[ProgramCollector] = []
+        self.failed: list[LoadError] = []
+
+    def set_programs(
+        self, collectors: Iterable[ProgramCollector], failed: Iterable[LoadError]
+    ) -> None:
+        self.collectors = list(collectors)
+        self.failed = list(failed)
+
+    def collect(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily(
+            f"{PREFIX}_collect_success",
+            "Whether the last collection of a program's maps succeeded.",
+            labels=["program"],
+        )
+        duration = GaugeMetricFamily(
+            f"{PREFIX}_collect_duration_seconds",
+            "How long the last collection of a program took.",
+            labels=["program"],
+        )
+        for collector in self.collectors:
+            started = time.perf_counter()
+            try:
+                families = list(collector.collect())
+            except Exception as err:  # noqa: BLE001 - node_exporter's rule: one collector, one failure
+                log.error('program "%s": collection failed: %s', collector.program.name, err)
+                families, ok = [], 0.0
+            else:
+                ok = 1.0
+            yield from families
+            success.add_metric([collector.program.name], ok)
+            duration.add_metric([collector.program.name], time.perf_counter() - started)
+        yield success
+        yield duration
+        yield from self._program_metrics()
+        yield from self._build_metrics()
+
+    def _program_metrics(self) -> Iterator[Metric]:
+        enabled = GaugeMetricFamily(
+            f"{PREFIX}_enabled_programs",
+            "Configured programs: 1 loaded and attached, 0 failed.",
+            labels=["program"],
+        )
+        attached = GaugeMetricFamily(
+            f"{PREFIX}_program_attached",
+            "Which probe each program function is attached to.",
+            labels=["program", "function", "probe"],
+        )
+        compile_seconds = GaugeMetricFamily(
+            f"{PREFIX}_program_compile_seconds",
+            "Time the compile worker took to compile a program.",
+            labels=["program"],
+        )
+        decoder_errors = CounterMetricFamily(
+            f"{PREFIX}_decoder_errors",
+            "Map keys whose labels could not be decoded.",
+            labels=["program", "metric"],
+        )
+        for collector in self.collectors:
+            program = collector.program
+            enabled.add_metric([program.name], 1)
+            compile_seconds.add_metric([program.name], program.compile_seconds)
+            for a in program.attachments:
+                attached.add_metric([program.name, a.function, a.probe], 1)
+            for reader in collector.readers:
+                decoder_errors.add_metric([program.name, reader.config.name], reader.decoder_errors)
+        for err in self.failed:
+            enabled.add_metric([err.program], 0)
+        yield from (enabled, attached, compile_seconds, decoder_errors)
+        yield from _run_stats(c.program for c in self.collectors)
+
+    def _build_metrics(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            f"{PREFIX}_build_info", "bcc_exporter version.", labels=["version"]
+        )
+        build.add_metric([__version__], 1)
+        yield build
+        if self.headers is None:
+            return
+        match = GaugeMetricFamily(
+            f"{PREFIX}_kernel_headers_match",
+            "1 when the kernel headers programs compile against lay out core structs as the "
+            "running kernel's BTF does; 0 when struct reads through them would be wrong.",
+        )
+        match.add_metric([], 1 if self.headers.matched else 0)
+        info = GaugeMetricFamily(
+            f"{PREFIX}_kernel_headers_info",
+            "The kernel headers programs are compiled against, and the running kernel.",
+            labels=["path", "release", "kernel"],
+        )
+        info.add_metric(
+            [
+                self.headers.headers_path,
+                self.headers.headers_release or "unknown",
+                self.headers.kernel_release,
+            ],
+            1,
+        )
+        yield match
+        yield info
+
+
+def _run_stats(programs: Iterable[LoadedProgram]) -> Iterator[Metric]:
+    """Kernel-side cost of each BPF program, counted while the daemon holds BPF_ENABLE_STATS."""
+    labels = ["program", "function", "id"]
+    count = CounterMetricFamily(
+        f"{PREFIX}_program_run_count", "Times the kernel ran a BPF program.", labels=labels
+    )
+    seconds = CounterMetricFamily(
+        f"{PREFIX}_program_run_seconds",
+        "Time the kernel spent running a BPF program.",
+        labels=labels,
+    )
+    for program in programs:
+        for function, fd in program.functions.items():
+            try:
+                info = prog_info(fd)
+            except BPFError as err:
+                log.warning(
+                    'program "%s": %s: cannot read run stats: %s', program.name, function, err
+                )
+                continue
+            values = [program.name, function, str(info.id)]
+            count.add_metric(values, info.run_cnt)
+            seconds.add_metric(values, info.run_time_ns / 1e9)
+    yield count
+    yield seconds

@@ -1,0 +1,125 @@
+"""Server stage: an ASGI app under uvicorn serving /metrics, /, and /healthz.
+
+Collection reads BPF maps and decodes keys: it runs in a thread so the event loop keeps
+answering other requests (health checks, concurrent scrapes) meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import socket
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+from .metrics.self_metrics import PREFIX, ExporterCollector
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class App:
+    def __init__(
+        self, registry: CollectorRegistry, exporter: ExporterCollector, telemetry_path: str
+    ) -> None:
+        self.registry = registry
+        self.exporter = exporter
+        self.telemetry_path = telemetry_path
+        self.scrape_duration = Histogram(
+            f"{PREFIX}_scrape_duration_seconds",
+            "Time to collect and render one /metrics response.",
+            registry=registry,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if path in (self.telemetry_path, "/", "/healthz") and method not in ("GET", "HEAD"):
+            await _respond(
+                send, 405, b"method not allowed\n", "text/plain", [("allow", "GET, HEAD")]
+            )
+        elif path == self.telemetry_path:
+            body, content_type, extra = await asyncio.to_thread(
+                self.render, headers.get("accept", ""), headers.get("accept-encoding", "")
+            )
+            await _respond(send, 200, body, content_type, extra, head=method == "HEAD")
+        elif path == "/healthz":
+            await _respond(send, 200, b"ok\n", "text/plain", head=method == "HEAD")
+        elif path == "/":
+            await _respond(send, 200, self.landing_page(), "text/html", head=method == "HEAD")
+        else:
+            await _respond(send, 404, b"not found\n", "text/plain")
+
+    def render(self, accept: str, accept_encoding: str) -> tuple[bytes, str, list[tuple[str, str]]]:
+        started = time.perf_counter()
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(self.registry)
+        extra = []
+        if gzip_accepted(accept_encoding):
+            body = gzip.compress(body, compresslevel=1)
+            extra.append(("content-encoding", "gzip"))
+        self.scrape_duration.observe(time.perf_counter() - started)
+        return body, content_type, extra
+
+    def landing_page(self) -> bytes:
+        rows = []
+        for c in self.exporter.collectors:
+            probes = ", ".join(sorted({f"{a.function} ← {a.probe}" for a in c.program.attachments}))
+            rows.append((c.program.name, "attached", probes))
+        rows.extend((e.program, "failed", e.reason) for e in self.exporter.failed)
+        table = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{s}</td><td>{html.escape(d)}</td></tr>"
+            for n, s, d in rows
+        )
+        path = html.escape(self.telemetry_path)
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>bcc_exporter</title></head>"
+            f"<body><h1>bcc_exporter</h1><p><a href='{path}'>Metrics</a></p>"
+            "<table border='1' cellpadding='4'><tr><th>program</th><th>state</th>"
+            f"<th>probes / error</th></tr>{table}</table></body></html>\n"
+        ).encode()
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    extra: list[tuple[str, str]] | None = None,
+    head: bool = False,
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.encode(), v.encode()) for k, v in extra or []]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the
+    process before it detaches its programs and exits 0: here a signal only asks it to stop."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+def serve(app: App, listener: socket.socket) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+    )
+    _Server(config).run(sockets=[listener])

@@ -1,0 +1,30 @@
+"""Mount tracefs when missing: tracepoint attach reads event ids from it; fresh boots lack it."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+def ensure_mounted(path: Path = TRACEFS) -> bool:
+    """Mount tracefs at `path` if nothing is there; return whether its events are readable."""
+    if (path / "events").is_dir():
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"tracefs", str(path).encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        log.warning(
+            "tracefs is not mounted at %s and mounting it failed: %s; "
+            "tracepoint probes will not attach",
+            path,
+            os.strerror(err),
+        )
+        return False
+    log.info("mounted tracefs at %s", path)
+    return True

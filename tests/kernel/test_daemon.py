@@ -1,0 +1,201 @@
+"""The daemon as an operator meets it: isolation of failures, cleanup, exposition, process model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import REPO
+
+GOOD = """
+programs:
+  - name: good
+    code: |
+      BPF_ARRAY(calls, u64, 1);
+      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+          u32 zero = 0;
+          calls.increment(zero);
+          return 0;
+      }
+    metrics:
+      counters:
+        - name: getppid_calls_total
+          help: getppid calls.
+          map: calls
+          labels:
+            - {name: slot, size: 4, decoders: [{name: uint}]}
+"""
+
+BROKEN = """
+programs:
+  - name: broken
+    code: |
+      int broken(void *ctx) { return undeclared_thing; }
+    probes:
+      - {function: broken, attach: "tracepoint:syscalls:sys_enter_getppid"}
+"""
+
+
+def test_broken_program_costs_only_itself(daemon, write_config):
+    exporter = daemon(
+        f"--config.file={write_config('broken', BROKEN)}",
+        f"--config.file={write_config('good', GOOD)}",
+    )
+    before = exporter.value("bcc_getppid_calls_total", slot="0")
+    for _ in range(23):
+        os.getppid()
+    assert exporter.value("bcc_getppid_calls_total", slot="0") - before >= 23
+    assert exporter.value("bcc_exporter_enabled_programs", program="good") == 1
+    assert exporter.value("bcc_exporter_enabled_programs", program="broken") == 0
+    assert (
+        'program "broken": compile failed: /virtual/main.c:1:32: error: '
+        "use of undeclared identifier 'undeclared_thing'"
+    ) in exporter.log()
+    page = exporter.get("/").decode()
+    assert "undeclared_thing" in page and "good" in page
+
+
+def bpf_prog_ids() -> set[int]:
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], check=True, capture_output=True, text=True
+    ).stdout
+    return {p["id"] for p in json.loads(out)}
+
+
+def test_sigkill_leaves_nothing_attached(daemon, write_config):
+    exporter = daemon(
+        f"--config.file={write_config('good', GOOD)}", "--config.names=syscalls,opens"
+    )
+    ours = {
+        int(dict(labels)["id"])
+        for (name, labels), _ in exporter.scrape().items()
+        if name == "bcc_exporter_program_run_count_total"
+    }
+    assert len(ours) == 3 and ours <= bpf_prog_ids()
+    exporter.proc.send_signal(signal.SIGKILL)
+    exporter.proc.wait()
+    deadline = time.monotonic() + 5  # programs are freed after an RCU grace period
+    while ours & bpf_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not ours & bpf_prog_ids()
+
+
+def test_sigterm_detaches_and_exits_zero(daemon, write_config):
+    exporter = daemon(f"--config.file={write_config('good', GOOD)}")
+    ours = {
+        int(dict(labels)["id"])
+        for (name, labels), _ in exporter.scrape().items()
+        if name == "bcc_exporter_program_run_count_total"
+    }
+    assert exporter.stop() == 0
+    assert "stopped; every program detached" in exporter.log()
+    deadline = time.monotonic() + 5
+    while ours & bpf_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not ours & bpf_prog_ids()
+
+
+def test_promtool_accepts_a_real_scrape(daemon, write_config, tmp_path):
+    exporter = daemon("--config.names=syscalls,opens,biolatency")
+    os.sync()  # some block I/O for the histogram
+    scrape = exporter.get("/metrics")
+    done = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True)
+    assert (done.returncode, done.stdout + done.stderr) == (0, b"")
+
+
+def test_openmetrics_and_gzip_on_request(daemon):
+    exporter = daemon("--config.names=syscalls")
+    om = exporter.get("/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.endswith(b"# EOF\n") and b"bcc_syscalls_total" in om
+    import gzip
+
+    gz = exporter.get("/metrics", {"Accept-Encoding": "gzip"})
+    assert b"bcc_syscalls_total" in gzip.decompress(gz)
+
+
+def test_daemon_never_maps_bcc(daemon):
+    exporter = daemon("--config.names=syscalls,opens,biolatency")
+    maps = Path(f"/proc/{exporter.proc.pid}/maps").read_text()
+    assert "libbcc" not in maps and "LLVM" not in maps
+    rss_kb = int(
+        next(
+            line.split()[1]
+            for line in Path(f"/proc/{exporter.proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+    )
+    assert rss_kb < 150_000, "a daemon that had imported bcc would hold 75 MB+ of LLVM"
+
+
+def test_daemon_modules_do_not_import_bcc():
+    code = (
+        "import sys, exporter.cli, exporter.loader, exporter.metrics.program, exporter.server; "
+        "print('bcc' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
+    assert out.strip() == "False"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_config_check_reports_each_program(write_config):
+    ok = run_cli("--config.check", f"--config.file={write_config('good', GOOD)}")
+    assert (ok.returncode, ok.stdout) == (0, "OK   good\n")
+    bad = run_cli(
+        "--config.check",
+        f"--config.file={write_config('good', GOOD)}",
+        f"--config.file={write_config('broken', BROKEN)}",
+    )
+    assert bad.returncode == 1
+    assert "OK   good\n" in bad.stdout
+    assert "FAIL broken: compile failed: /virtual/main.c:1:32: error" in bad.stdout
+
+
+def test_bad_config_exits_2_with_one_line_and_no_traceback(write_config):
+    path = write_config(
+        "bad",
+        GOOD.replace("counters:", "histograms:").replace(
+            "- name: getppid_calls_total", "- bucket_type: exp3\n          name: lat"
+        ),
+    )
+    done = run_cli(f"--config.file={path}")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert (
+        f'{path}: program "good": metrics.histograms[0].bucket_type: must be one of exp2, '
+        "exp2zero, linear, fixed (got 'exp3')"
+    ) in done.stderr
+
+
+def test_headers_are_named_and_checked_against_btf(daemon):
+    exporter = daemon("--config.names=syscalls")
+    samples = exporter.scrape()
+    info = [
+        dict(labels)
+        for (name, labels), _ in samples.items()
+        if name == "bcc_exporter_kernel_headers_info"
+    ]
+    build = Path(f"/lib/modules/{os.uname().release}/build").resolve()
+    assert [i["path"] for i in info] == [str(build)]
+    assert info[0]["kernel"] == os.uname().release
+    assert "compiling against kernel headers at " + str(build) in exporter.log()
+    match = samples[("bcc_exporter_kernel_headers_match", frozenset())]
+    # Headers of another kernel (this VM's case) must be caught, naming the fields.
+    if info[0]["release"] != os.uname().release:
+        assert match == 0
+        assert "task_struct.pid at offset" in exporter.log()

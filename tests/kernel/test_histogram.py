@@ -1,0 +1,72 @@
+"""A log2 histogram fed by sleeps of known length lands every one in the bucket containing it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+M = 23
+SLEEP = 0.010
+
+SLEEPS = """
+programs:
+  - name: sleeps
+    code: |
+      #define SUM_SLOT 255
+      BPF_HASH(start, u32, u64);
+      BPF_HASH(sleep_latency, u32, u64);
+      TRACEPOINT_PROBE(syscalls, sys_enter_clock_nanosleep) {
+          u64 id = bpf_get_current_pid_tgid();
+          if (id >> 32 != TARGET_TGID)
+              return 0;
+          u32 tid = id;
+          u64 ts = bpf_ktime_get_ns();
+          start.update(&tid, &ts);
+          return 0;
+      }
+      TRACEPOINT_PROBE(syscalls, sys_exit_clock_nanosleep) {
+          u32 tid = bpf_get_current_pid_tgid();
+          u64 *ts = start.lookup(&tid);
+          if (!ts)
+              return 0;
+          u64 usecs = (bpf_ktime_get_ns() - *ts) / 1000;
+          start.delete(&tid);
+          u32 slot = bpf_log2l(usecs);
+          sleep_latency.increment(slot);
+          slot = SUM_SLOT;
+          sleep_latency.increment(slot, usecs);
+          return 0;
+      }
+    cflags: ["-DTARGET_TGID=%d"]
+    metrics:
+      histograms:
+        - name: sleep_seconds
+          help: clock_nanosleep latency of the test process.
+          map: sleep_latency
+          bucket_type: exp2
+          bucket_min: 0
+          bucket_max: 30
+          bucket_multiplier: 0.000001
+          sum_key: 255
+          labels:
+            - {name: bucket, size: 4, decoders: [{name: uint}]}
+"""
+
+
+def test_sleeps_land_in_the_bucket_that_contains_them(daemon, write_config):
+    exporter = daemon(f"--config.file={write_config('sleeps', SLEEPS % os.getpid())}")
+    for _ in range(M):
+        time.sleep(SLEEP)  # clock_nanosleep(2) on Linux
+    samples = exporter.scrape()
+
+    def bucket(le: str) -> float:
+        return samples[("bcc_sleep_seconds_bucket", frozenset({("le", le)}))]
+
+    # 10 ms = 10000 us: bpf_log2l gives slot 14 (8192 <= us < 16384), exported as le=2^14 us.
+    # A sleep overshoots by scheduler latency, never undershoots, and stays below 16.384 ms here.
+    assert bucket("0.008192") == 0
+    assert bucket("0.016384") == M
+    assert bucket("+Inf") == M
+    assert samples[("bcc_sleep_seconds_count", frozenset())] == M
+    total = samples[("bcc_sleep_seconds_sum", frozenset())]
+    assert M * SLEEP <= total < M * 0.016384

@@ -1,0 +1,81 @@
+"""The install/CI layer: scripts/bootstrap.sh, the Dockerfile and .ci/run agree with each other.
+
+Pure: reads files and runs `bash -n` / `bootstrap.sh --list-packages` (which only prints).
+"""
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BOOTSTRAP = REPO / "scripts" / "bootstrap.sh"
+DOCKERFILE = REPO / "Dockerfile"
+CI_RUN = REPO / ".ci" / "run"
+
+
+def _bootstrap_packages() -> list[str]:
+    """The PACKAGES=( ... ) array of bootstrap.sh, comments stripped."""
+    m = re.search(r"^PACKAGES=\((.*?)^\)", BOOTSTRAP.read_text(), re.S | re.M)
+    assert m, "scripts/bootstrap.sh has no PACKAGES=( ... ) array"
+    words: list[str] = []
+    for line in m.group(1).splitlines():
+        words += shlex.split(line, comments=True)
+    return words
+
+
+def _dockerfile_runs() -> list[str]:
+    """The RUN instructions of the Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [ln.strip() for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    return [ln[len("RUN ") :] for ln in lines if ln.startswith("RUN ")]
+
+
+def _dockerfile_packages() -> set[str]:
+    """Debian packages the image gets: explicit `apt-get install` args, plus the bootstrap's
+    list when the Dockerfile runs scripts/bootstrap.sh (the way it is meant to get them)."""
+    packages: set[str] = set()
+    for run in _dockerfile_runs():
+        for cmd in re.split(r"&&|\|\||;", run):
+            words = shlex.split(cmd)
+            if "scripts/bootstrap.sh" in " ".join(words):
+                assert "BOOTSTRAP_IN_IMAGE=1" in words, f"needs BOOTSTRAP_IN_IMAGE=1: {cmd}"
+                packages |= set(_bootstrap_packages())
+            if "apt-get" in words and "install" in words:
+                args = words[words.index("install") + 1 :]
+                packages |= {w for w in args if not w.startswith("-")}
+    return packages
+
+
+def test_bootstrap_is_valid_bash() -> None:
+    subprocess.run(["bash", "-n", str(BOOTSTRAP)], check=True)
+
+
+def test_bootstrap_lists_the_packages_it_declares() -> None:
+    out = subprocess.run(
+        ["bash", str(BOOTSTRAP), "--list-packages"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert out == _bootstrap_packages()
+    assert {"python3-bpfcc", "python3-venv", "prometheus"} <= set(out)
+
+
+def test_dockerfile_installs_the_bootstrap_packages() -> None:
+    assert _dockerfile_packages() == set(_bootstrap_packages())
+
+
+def test_dockerfile_venv_sees_debian_bcc() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM debian:bookworm-slim\b", text, re.M)
+    assert "/usr/bin/python3 -m venv --system-site-packages" in text
+    assert re.search(r"^ENTRYPOINT \[\"bcc_exporter\"\]", text, re.M)
+
+
+def test_ci_run_requires_bpf_and_runs_make_test() -> None:
+    text = CI_RUN.read_text()
+    subprocess.run(["bash", "-n", str(CI_RUN)], check=True)
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert re.search(r"^set -euo pipefail$", text, re.M)
+    assert re.search(r"^export REQUIRE_BPF=1$", text, re.M)
+    assert re.search(r"^make test\b", text, re.M)
+    assert os.access(CI_RUN, os.X_OK), ".ci/run must be executable"

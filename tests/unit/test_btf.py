@@ -1,0 +1,185 @@
+"""exporter.bpf.btf on small BTF blobs built here, one type of every kind before the structs.
+
+If the parser stepped over any kind by the wrong number of bytes, every type after it
+would be misread and the struct lookups below would fail.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from exporter.bpf.btf import BTF, Kind
+
+
+class Blob:
+    """Writes raw BTF: a header, the type section, the string section."""
+
+    def __init__(self, order: str = "<") -> None:
+        self.order = order
+        self.types = bytearray()
+        self.strings = bytearray(b"\0")
+        self.count = 0
+
+    def name(self, text: str) -> int:
+        if not text:
+            return 0
+        offset = len(self.strings)
+        self.strings += text.encode() + b"\0"
+        return offset
+
+    def u32(self, *values: int) -> bytes:
+        return struct.pack(f"{self.order}{len(values)}I", *values)
+
+    def add(
+        self,
+        kind: int,
+        name: str = "",
+        size_or_type: int = 0,
+        records: list[bytes] | None = None,
+        tail: bytes = b"",
+        kind_flag: bool = False,
+    ) -> int:
+        records = records or []
+        info = (kind_flag << 31) | (kind << 24) | len(records)
+        self.types += self.u32(self.name(name), info, size_or_type) + tail + b"".join(records)
+        self.count += 1
+        return self.count
+
+    def member(self, name: str, type_id: int, offset: int) -> bytes:
+        return self.u32(self.name(name), type_id, offset)
+
+    def struct(
+        self, name: str, size: int, members: list[tuple[str, int, int]], kind_flag: bool = False
+    ) -> int:
+        records = [self.member(*m) for m in members]
+        return self.add(Kind.STRUCT, name, size, records, kind_flag=kind_flag)
+
+    def build(self) -> bytes:
+        header = struct.pack(
+            self.order + "HBBIIIII",
+            0xEB9F,
+            1,
+            0,
+            24,
+            0,
+            len(self.types),
+            len(self.types),
+            len(self.strings),
+        )
+        return header + bytes(self.types) + bytes(self.strings)
+
+
+def every_kind(blob: Blob) -> int:
+    """One type of each kind that is not a struct; returns the id of `int`."""
+    b = blob
+    int_id = b.add(Kind.INT, "int", 4, tail=b.u32(32))
+    ptr = b.add(Kind.PTR, "", int_id)
+    b.add(Kind.ARRAY, tail=b.u32(int_id, int_id, 16))
+    b.add(Kind.ENUM, "color", 4, [b.u32(b.name("RED"), 0), b.u32(b.name("BLUE"), 1)])
+    b.add(Kind.FWD, "later")
+    typedef = b.add(Kind.TYPEDEF, "int_t", int_id)
+    b.add(Kind.VOLATILE, "", int_id)
+    b.add(Kind.CONST, "", typedef)
+    b.add(Kind.RESTRICT, "", ptr)
+    proto = b.add(Kind.FUNC_PROTO, "", int_id, [b.u32(b.name("a"), int_id), b.u32(0, ptr)])
+    func = b.add(Kind.FUNC, "f", proto)
+    var = b.add(Kind.VAR, "v", int_id, tail=b.u32(1))
+    b.add(Kind.DATASEC, ".data", 4, [b.u32(var, 0, 4)])
+    b.add(Kind.FLOAT, "double", 8)
+    b.add(Kind.DECL_TAG, "tag", func, tail=b.u32(0xFFFFFFFF))
+    b.add(Kind.TYPE_TAG, "user", ptr)
+    b.add(Kind.ENUM64, "big", 8, [b.u32(b.name("HUGE"), 0, 1), b.u32(b.name("TINY"), 1, 0)])
+    return int_id
+
+
+def sample(order: str = "<") -> bytes:
+    b = Blob(order)
+    i = every_kind(b)
+    arr = b.add(Kind.ARRAY, tail=b.u32(i, i, 4))
+    anon_union = b.add(Kind.UNION, "", 4, [b.member("a", i, 0), b.member("b", i, 0)])
+    anon_struct = b.struct("", 8, [("lo", i, 0), ("hi", i, 32)])
+    inner = b.struct("inner", 8, [("x", i, 0), ("y", i, 32)])
+    inner_t = b.add(Kind.TYPEDEF, "inner_t", inner)
+    const_inner_t = b.add(Kind.CONST, "", inner_t)
+    b.struct(
+        "outer",
+        48,
+        [
+            ("first", i, 0),
+            ("", anon_union, 64),
+            ("nested", const_inner_t, 128),
+            ("", anon_struct, 192),
+            ("arr", arr, 256),
+        ],
+    )
+    # kind_flag: the top 8 bits of each offset are the bitfield size.
+    b.struct(
+        "bits",
+        8,
+        [
+            ("flag", i, (1 << 24) | 0),
+            ("mode", i, (3 << 24) | 1),
+            ("count", i, 32),
+            ("nib", i, (4 << 24) | 40),
+        ],
+        kind_flag=True,
+    )
+    b.struct("dup", 4, [("x", i, 0)])
+    b.struct("dup", 8, [("x", i, 0), ("z", i, 32)])
+    return b.build()
+
+
+@pytest.fixture(params=["<", ">"], ids=["little_endian", "big_endian"])
+def btf(request: pytest.FixtureRequest) -> BTF:
+    return BTF(sample(request.param))
+
+
+@pytest.mark.parametrize(
+    ("struct_name", "path", "offset"),
+    [
+        ("outer", "first", 0),
+        ("outer", "a", 8),  # inside an anonymous union
+        ("outer", "b", 8),
+        ("outer", "nested", 16),
+        ("outer", "nested.y", 20),  # through const and typedef
+        ("outer", "lo", 24),  # inside an anonymous struct
+        ("outer", "hi", 28),
+        ("outer", "arr", 32),
+        ("inner", "y", 4),
+        ("bits", "mode", 0),
+        ("bits", "count", 4),
+        ("bits", "nib", 5),
+        ("dup", "z", 4),  # the second struct of that name has it
+    ],
+)
+def test_member_offset(btf: BTF, struct_name: str, path: str, offset: int) -> None:
+    assert btf.member_offset(struct_name, path) == offset
+
+
+@pytest.mark.parametrize(
+    ("struct_name", "path"),
+    [
+        ("outer", "missing"),
+        ("outer", "nested.z"),
+        ("outer", "first.x"),  # an int has no members
+        ("outer", "arr.x"),
+        ("nope", "x"),
+        ("color", "RED"),  # an enum is not a struct
+    ],
+)
+def test_absent_member_is_none(btf: BTF, struct_name: str, path: str) -> None:
+    assert btf.member_offset(struct_name, path) is None
+
+
+def test_bad_magic() -> None:
+    with pytest.raises(ValueError, match="magic"):
+        BTF(b"\0" * 32)
+
+
+def test_unknown_kind_is_refused_not_misstepped() -> None:
+    b = Blob()
+    b.add(20, "from_the_future")
+    with pytest.raises(ValueError, match="kind 20"):
+        BTF(b.build())
