@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 from . import workload
 
@@ -15,7 +14,7 @@ N = 23  # bcc's rule for tools: a prime number of events, matched exactly
 
 def test_openat_by_comm_counts_exactly(daemon, tmp_path):
     exporter = daemon("--config.names=opens")
-    comm = "bccx" + uuid.uuid4().hex[:8]
+    comm = workload.unique_comm()
     target = tmp_path / "target"
     target.write_text("x")
     before = exporter.value("bcc_openat_calls_total", comm=comm)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,10 @@ from . import workload
 
 K = 23
 EVENT_SOURCES = Path("/sys/bus/event_source/devices")
+GETPPID_K_TIMES = f"""
+for _ in range({K}):
+    libc.getppid()
+"""
 
 
 def libc_path() -> str:
@@ -19,7 +21,11 @@ def libc_path() -> str:
         path = line.split()[-1]
         if "/libc.so" in path or "/libc-" in path:
             return path
-    raise AssertionError(f"libc not mapped; ctypes finds {ctypes.util.find_library('c')}")
+    raise AssertionError("libc is not mapped into this process")
+
+
+def kprobes_available() -> bool:
+    return (EVENT_SOURCES / "kprobe").exists() or Path("/sys/kernel/tracing/kprobe_events").exists()
 
 
 COMM_COUNTER = """
@@ -47,40 +53,32 @@ programs:
 """
 
 
-def comm_counter(kind: str, attach: list[str]) -> str:
-    return COMM_COUNTER.format(kind=kind, attach=attach)
+@pytest.fixture
+def probe_hits(daemon, write_config):  # type: ignore[no-untyped-def]
+    """Attach a comm counter to `attach`, run `body` under a unique comm; return (daemon, hits)."""
+
+    def run(kind: str, attach: list[str], body: str):  # type: ignore[no-untyped-def]
+        config = write_config(kind, COMM_COUNTER.format(kind=kind, attach=attach))
+        exporter = daemon(f"--config.file={config}")
+        comm = workload.unique_comm()
+        printed = workload.run(comm, body)
+        return exporter, exporter.value("bcc_probe_hits_total", comm=comm), printed
+
+    return run
 
 
-def test_uprobe_on_libc_counts_every_call(daemon, write_config):
-    config = comm_counter("uprobe", [f"uprobe:{libc_path()}:getppid"])
-    exporter = daemon(f"--config.file={write_config('uprobe', config)}")
-    comm = "bccu" + uuid.uuid4().hex[:8]
-    workload.run(
-        comm,
-        f"""
-        for _ in range({K}):
-            libc.getppid()
-    """,
-    )
-    assert exporter.value("bcc_probe_hits_total", comm=comm) == K
+def test_uprobe_on_libc_counts_every_call(probe_hits):
+    _, hits, _ = probe_hits("uprobe", [f"uprobe:{libc_path()}:getppid"], GETPPID_K_TIMES)
+    assert hits == K
 
 
-def test_uretprobe_counts_every_return(daemon, write_config):
-    config = comm_counter("uretprobe", [f"uretprobe:{libc_path()}:getppid"])
-    exporter = daemon(f"--config.file={write_config('uretprobe', config)}")
-    comm = "bccr" + uuid.uuid4().hex[:8]
-    workload.run(
-        comm,
-        f"""
-        for _ in range({K}):
-            libc.getppid()
-    """,
-    )
-    assert exporter.value("bcc_probe_hits_total", comm=comm) == K
+def test_uretprobe_counts_every_return(probe_hits):
+    _, hits, _ = probe_hits("uretprobe", [f"uretprobe:{libc_path()}:getppid"], GETPPID_K_TIMES)
+    assert hits == K
 
 
 def test_raw_tracepoint_counts_syscalls_of_a_comm(daemon, write_config):
-    # raw_syscalls:sys_enter fires for every syscall; count only the ones after the prelude.
+    # raw_syscalls:sys_enter fires for every syscall; this one keeps getppid only.
     config = """
 programs:
   - name: raw
@@ -104,102 +102,59 @@ programs:
             - {name: comm, size: 16, decoders: [{name: string}]}
 """
     exporter = daemon(f"--config.file={write_config('raw', config)}")
-    comm = "bccq" + uuid.uuid4().hex[:8]
-    workload.run(
-        comm,
-        f"""
-        for _ in range({K}):
-            os.getppid()
-    """,
-    )
+    comm = workload.unique_comm()
+    workload.run(comm, GETPPID_K_TIMES)
     assert exporter.value("bcc_probe_hits_total", comm=comm) == K
 
 
-def test_profile_samples_a_busy_process_at_its_rate(daemon, write_config):
-    exporter = daemon(
-        f"--config.file={write_config('profile', comm_counter('profile', ['profile:hz:49']))}"
-    )
-    comm = "bccp" + uuid.uuid4().hex[:8]
-    cpu_seconds = float(
-        workload.run(
-            comm,
-            """
-        import time
-        start = time.process_time()
-        while time.process_time() - start < 1.0:
-            pass
-        print(time.process_time())
-    """,
-        )
-    )
-    samples = exporter.value("bcc_probe_hits_total", comm=comm)
+def test_profile_samples_a_busy_process_at_its_rate(probe_hits):
+    busy_one_cpu_second = """
+import time
+start = time.process_time()
+while time.process_time() - start < 1.0:
+    pass
+print(time.process_time())
+"""
+    _, samples, printed = probe_hits("profile", ["profile:hz:49"], busy_one_cpu_second)
+    cpu_seconds = float(printed)
     # A 49 Hz cpu-clock sample lands in whatever runs on that CPU: expect 49 per CPU-second
     # the child ran after naming itself, within timer jitter.
     assert 0.8 * 49 * cpu_seconds - 3 <= samples <= 49 * cpu_seconds + 3
 
 
-def test_software_event_counts_page_faults(daemon, write_config):
-    config = comm_counter("software", ["software:page-faults:1"])
-    exporter = daemon(f"--config.file={write_config('software', config)}")
-    comm = "bccf" + uuid.uuid4().hex[:8]
+def test_software_event_counts_page_faults(probe_hits):
     pages = 230
-    workload.run(
-        comm,
-        f"""
-        import mmap
-        m = mmap.mmap(-1, {pages} * 4096)
-        for i in range({pages}):
-            m[i * 4096] = 1  # first touch of each page faults it in
-    """,
-    )
-    assert exporter.value("bcc_probe_hits_total", comm=comm) >= pages
+    touch_pages = f"""
+import mmap
+m = mmap.mmap(-1, {pages} * 4096)
+for i in range({pages}):
+    m[i * 4096] = 1  # the first touch of each page faults it in
+"""
+    _, faults, _ = probe_hits("software", ["software:page-faults:1"], touch_pages)
+    assert faults >= pages
 
 
-def test_alternatives_fall_back_from_dynamic_to_static_and_say_why(daemon, write_config):
-    # Listed dynamic-first here on purpose: the kprobe is tried, refused, and the tracepoint used.
-    config = comm_counter(
-        "fallback", ["kprobe:__x64_sys_getppid", "tracepoint:syscalls:sys_enter_getppid"]
-    )
-    exporter = daemon(f"--config.file={write_config('fallback', config)}")
-    comm = "bccb" + uuid.uuid4().hex[:8]
-    workload.run(
-        comm,
-        f"""
-        for _ in range({K}):
-            os.getppid()
-    """,
-    )
-    assert exporter.value("bcc_probe_hits_total", comm=comm) == K
-    assert (
-        exporter.value(
-            "bcc_exporter_program_attached",
-            program="probe_fallback",
-            function="on_hit",
-            probe="tracepoint:syscalls:sys_enter_getppid",
-        )
-        == 1
-    )
-    if not (EVENT_SOURCES / "kprobe").exists():
-        assert "kprobe:__x64_sys_getppid: kernel has no kprobes" in exporter.log()
-
-
-def kprobes_available() -> bool:
-    return (EVENT_SOURCES / "kprobe").exists() or Path("/sys/kernel/tracing/kprobe_events").exists()
+def test_alternatives_fall_back_from_dynamic_to_static_and_say_why(probe_hits):
+    # Listed dynamic-first on purpose: the kprobe is tried, refused here, the tracepoint used.
+    probes = ["kprobe:__x64_sys_getppid", "tracepoint:syscalls:sys_enter_getppid"]
+    exporter, hits, _ = probe_hits("fallback", probes, GETPPID_K_TIMES)
+    assert hits == K
+    used = {
+        dict(labels)["probe"]
+        for (name, labels), _ in exporter.scrape().items()
+        if name == "bcc_exporter_program_attached"
+    }
+    if kprobes_available():
+        assert used == {"kprobe:__x64_sys_getppid"}
+    else:
+        assert used == {"tracepoint:syscalls:sys_enter_getppid"}
+        assert "on_hit: skipped kprobe:__x64_sys_getppid: kernel has no kprobes" in exporter.log()
 
 
 @pytest.mark.skipif(not kprobes_available(), reason="kernel has no kprobes (CONFIG_KPROBES off)")
-def test_kprobe_counts_calls(daemon, write_config):
-    config = comm_counter("kprobe", ["kprobe:__x64_sys_getppid"])
-    exporter = daemon(f"--config.file={write_config('kprobe', config)}")
-    comm = "bcck" + uuid.uuid4().hex[:8]
-    workload.run(
-        comm,
-        f"""
-        for _ in range({K}):
-            os.getppid()
-    """,
-    )
-    assert exporter.value("bcc_probe_hits_total", comm=comm) == K
+def test_kprobe_counts_calls(probe_hits):
+    _, hits, _ = probe_hits("kprobe", ["kprobe:__x64_sys_getppid"], GETPPID_K_TIMES)
+    assert hits == K
 
 
 @pytest.mark.parametrize(
@@ -219,10 +174,10 @@ def test_unavailable_probe_fails_its_program_with_the_reason(
 ):
     available = kprobes_available() if kind != "hardware" else (EVENT_SOURCES / "cpu").exists()
     if available:
-        pytest.skip(f"this machine has {kind} probes; the refusal path cannot be seen here")
-    exporter = daemon(f"--config.file={write_config(kind, comm_counter(kind, [probe]))}")
+        pytest.skip(f"this machine has {kind} probes; the refusal cannot be seen here")
+    config = write_config(kind, COMM_COUNTER.format(kind=kind, attach=[probe]))
+    exporter = daemon(f"--config.file={config}")
     assert exporter.value("bcc_exporter_enabled_programs", program=f"probe_{kind}") == 0
     assert (
         f'program "probe_{kind}": function on_hit: no probe could be attached ({probe}: {reason}'
-        in exporter.log()
-    )
+    ) in exporter.log()

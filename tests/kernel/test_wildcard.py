@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import uuid
 from collections.abc import Callable
 
 from . import workload
@@ -77,7 +76,7 @@ def bpftrace_counts(comm: str) -> Callable[[], dict[str, int]]:
 
 def test_wildcard_probe_label_matches_bpftrace(daemon, write_config, tmp_path):
     exporter = daemon(f"--config.file={write_config('wildcard', WILDCARD)}")
-    comm = "bccw" + uuid.uuid4().hex[:8]
+    comm = workload.unique_comm()
     target = tmp_path / "target"
     target.write_text("x")
     finish = bpftrace_counts(comm)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import uuid
 
 PRELUDE = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: what bpf_get_current_comm sees
 """
+
+
+def unique_comm() -> str:
+    """A comm no other process on the machine has, so its series counts only our workload."""
+    return "bccx" + uuid.uuid4().hex[:11]
 
 
 def run(comm: str, body: str, *args: str) -> str:
