@@ -20,7 +20,7 @@ from typing import Any
 from ..bpf.perf import link_perf_event, tracepoint_event
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
 from ..tracefs import TRACEFS
-from . import handoff
+from . import elf, handoff
 
 EVENT_SOURCES = Path("/sys/bus/event_source/devices")
 PERF_TYPE_HARDWARE = 0
@@ -80,25 +80,34 @@ def load_program(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
 
 
 def _prepare_usdt(bindings: list[tuple[str, list[Probe]]]) -> tuple[list[Any], list[dict]]:
-    """USDT probes must be enabled before BCC compiles; others attach after."""
+    """Let BCC enable the USDT probes it can before compiling: system-wide, that is the ones
+    without a semaphore, which then get bpf_usdt_readarg(). Attacher.usdt takes the rest."""
     from bcc import USDT
 
     contexts, done = [], []
     for function, alternatives in bindings:
         first = alternatives[0]
-        if first.kind != "usdt":
+        if first.kind != "usdt" or _usdt_probe(first)[1].semaphore:
             continue
-        try:
-            context = USDT(path=first.field("path"))
-            context.enable_probe(probe=first.field("probe"), fn_name=function)
-        except Exception as err:  # noqa: BLE001
-            if len(alternatives) == 1:
-                raise ProbeUnavailable(f"{first}: {err}") from None
-            alternatives.pop(0)
-            continue
+        context = USDT(path=first.field("path"))
+        context.enable_probe(probe=first.field("probe"), fn_name=function)
         contexts.append(context)
         done.append({"function": function, "probe": str(first), "tried": []})
     return contexts, done
+
+
+def _usdt_probe(probe: Probe) -> tuple[Any, Any]:
+    """The USDT context of the probe's binary (keep it: it owns the probe) and the probe."""
+    from bcc import USDT
+
+    path, provider, name = probe.field("path"), probe.field("provider"), probe.field("probe")
+    if not os.path.exists(path):
+        raise ProbeUnavailable(f"{path} does not exist")
+    context = USDT(path=path)
+    for found in context.enumerate_probes():
+        if found.provider.decode() == provider and found.name.decode() == name:
+            return context, found
+    raise ProbeUnavailable(f"{path} has no USDT probe {provider}:{name}")
 
 
 def _auto_attached(bpf: Any) -> list[dict[str, Any]]:
@@ -188,7 +197,25 @@ class Attacher:
     uretprobe = uprobe
 
     def usdt(self, function: str, probe: Probe) -> list[str]:
-        raise ProbeUnavailable("a USDT probe must be the first alternative of its function")
+        """System-wide USDT through the kernel's uprobe reference counter, which sets the
+        probe's semaphore in every process that maps the binary (BCC sets it only in one pid).
+        Arguments are not available to the program on this path."""
+        from bcc import BPF, lib
+
+        context, found = _usdt_probe(probe)
+        path = probe.field("path")
+        prog_fd = self.bpf.load_func(function.encode(), BPF.KPROBE).fd
+        semaphore = elf.file_offset(path, found.semaphore) if found.semaphore else 0
+        lib.bpf_attach_uprobe.argtypes = [*lib.bpf_attach_uprobe.argtypes[:6], ctypes.c_uint32]
+        for i in range(found.num_locations):
+            offset = elf.file_offset(path, found.get_location(i).address)
+            event = f"bcc_exporter_usdt_{os.getpid()}_{offset:x}".encode()
+            fd = lib.bpf_attach_uprobe(prog_fd, 0, event, path.encode(), offset, -1, semaphore)
+            if fd < 0:
+                raise ProbeUnavailable(f"cannot attach a uprobe at {path}+{offset:#x}")
+            self.held.append(fd)
+        del context
+        return [str(probe)]
 
     def hardware(self, function: str, probe: Probe) -> list[str]:
         if not (EVENT_SOURCES / "cpu").exists():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,39 @@ def test_unavailable_probe_fails_its_program_with_the_reason(
     assert (
         f'program "probe_{kind}": function on_hit: no probe could be attached ({probe}: {reason}'
     ) in exporter.log()
+
+
+def test_usdt_probe_of_the_python_interpreter_counts_every_firing(probe_hits):
+    # CPython's `python:gc__start` (behind a semaphore the kernel sets while attached) fires
+    # once per collection; the interpreter running the workload is this one.
+    python = str(Path(sys.executable).resolve())
+    collect = f"""
+import gc
+gc.disable()  # no collections but ours
+for _ in range({K}):
+    gc.collect()
+os._exit(0)  # nor the one at interpreter shutdown
+"""
+    _, hits, _ = probe_hits("usdt", [f"usdt:{python}:python:gc__start"], collect)
+    assert hits == K
+
+
+def test_usdt_probe_without_semaphore_goes_through_bcc(daemon, write_config, tmp_path):
+    # libstdc++'s `libstdcxx:throw` has no semaphore: BCC enables it before compiling.
+    libstdcxx = next(
+        line.split()[-1]
+        for line in subprocess.run(
+            ["ldconfig", "-p"], check=True, capture_output=True, text=True
+        ).stdout.splitlines()
+        if "libstdc++.so.6 " in line and "x86-64" in line
+    )
+    source = tmp_path / "throws.cc"
+    source.write_text(
+        f"int main() {{ for (int i = 0; i < {K}; i++) try {{ throw i; }} catch (int) {{}} }}"
+    )
+    binary = tmp_path / workload.unique_comm()
+    subprocess.run(["g++", "-O0", "-o", str(binary), str(source)], check=True)
+    config = COMM_COUNTER.format(kind="usdt_bcc", attach=[f"usdt:{libstdcxx}:libstdcxx:throw"])
+    exporter = daemon(f"--config.file={write_config('usdt_bcc', config)}")
+    subprocess.run([str(binary)], check=True)
+    assert exporter.value("bcc_probe_hits_total", comm=binary.name) == K

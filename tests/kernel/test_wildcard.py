@@ -101,3 +101,24 @@ def test_wildcard_probe_label_matches_bpftrace(daemon, write_config, tmp_path):
         if name == "bcc_exporter_program_attached"
     }
     assert set(expected) <= attached
+
+
+def test_hundreds_of_probes_hand_over_past_the_fd_limit_of_one_message(daemon, write_config):
+    # ~150 syscall entry tracepoints, two fds each (perf event + link): more than the 253 fds
+    # one SCM_RIGHTS message can carry, so the handoff must send them in several. (Not all
+    # 360: the kernel takes ~70 ms per tracepoint to detach them again.)
+    config = WILDCARD.replace("sys_enter_open*", "sys_enter_[a-l]*")
+    exporter = daemon(f"--config.file={write_config('everything', config)}")
+    comm = workload.unique_comm()
+    workload.run(comm, "for _ in range(23):\n    os.getppid()\n")
+    samples = exporter.scrape()
+    attached = [
+        labels for (name, labels), _ in samples.items() if name == "bcc_exporter_program_attached"
+    ]
+    assert 2 * len(attached) > 253
+    ours = {
+        dict(labels)["probe"]: value
+        for (name, labels), value in samples.items()
+        if name == "bcc_open_calls_total" and dict(labels)["comm"] == comm
+    }
+    assert ours["tracepoint:syscalls:sys_enter_getppid"] == 23
