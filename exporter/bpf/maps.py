@@ -39,17 +39,17 @@ _NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP})
 BATCH_SIZE = 4096
 
 
-def possible_cpus(path: str | Path = "/sys/devices/system/cpu/possible") -> int:
-    """How many CPUs are possible ("0-3", "0,2-3"): the number of slots in a per-CPU value.
+def possible_cpus(path: str | Path = "/sys/devices/system/cpu/possible") -> list[int]:
+    """The possible CPUs ("0-3", "0,2-3"), in order: the slots of a per-CPU value.
 
     The kernel packs one slot per possible CPU in CPU order, so with holes in the mask
-    slot i is the i-th possible CPU, not CPU number i.
+    slot i is CPU possible_cpus()[i], not CPU number i.
     """
-    count = 0
+    cpus: list[int] = []
     for part in Path(path).read_text().strip().split(","):
         first, _, last = part.partition("-")
-        count += int(last or first) - int(first) + 1
-    return count
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 def _round_up(n: int, align: int) -> int:
@@ -78,7 +78,7 @@ class MapReader:
         self.batch = batch
         self._format = self._value_format()
         self.percpu = self.info.type in PERCPU_MAP_TYPES
-        self.cpus = (cpus if cpus is not None else possible_cpus()) if self.percpu else 1
+        self.cpus = (cpus if cpus is not None else len(possible_cpus())) if self.percpu else 1
         # Value size in units of the value format, so a strided cast skips slot padding.
         slot = _round_up(self.info.value_size, _PERCPU_SLOT_ALIGN) if self.percpu else 0
         self._stride = slot // self.info.value_size if self.percpu else 1

@@ -48,9 +48,19 @@ class DecoderSpec(BaseModel):
 
 class Label(Strict):
     name: str = Field(pattern=NAME)
-    size: int = Field(gt=0, description="bytes of the map key this label takes")
+    size: int = Field(0, ge=0, description="bytes of the map key this label takes")
     padding: int = Field(0, ge=0, description="bytes skipped after the field")
     decoders: list[DecoderSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _size(self) -> Label:
+        # A cpu label names the CPU of a per-CPU value: it takes no bytes of the key.
+        if self.decoders[0].name == "cpu":
+            if self.size or self.padding or len(self.decoders) > 1:
+                raise ValueError("a cpu label takes no key bytes: no size, padding or decoders")
+        elif self.size == 0:
+            raise ValueError("size: required (bytes of the map key this label takes)")
+        return self
 
 
 class Metric(Strict):

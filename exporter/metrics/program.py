@@ -14,7 +14,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from ..bpf.maps import MapReader
+from ..bpf.maps import MapReader, possible_cpus
 from ..bpf.syscall import MapType
 from ..config.models import Counter, Gauge, Histogram, Label
 from ..config.models import Metric as MetricConfig
@@ -52,12 +52,17 @@ class MetricReader:
                 program.name, f"{where}.map: no map named {config.map!r} (maps: {known})"
             )
         self.reader = MapReader(fd)
-        self.fields = _layout(program.name, where, config.labels, self.reader.info.key_size)
+        self.cpu_label = _cpu_label(program.name, where, config.labels, self.reader)
+        key_labels = [label for label in config.labels if not is_cpu_label(label)]
+        self.fields = _layout(program.name, where, key_labels, self.reader.info.key_size)
         is_histogram = isinstance(config, Histogram)
         self.label_fields = self.fields[:-1] if is_histogram else self.fields
-        self.label_names = [f.name for f in self.label_fields]
+        self.label_names = [label.name for label in config.labels]
+        if is_histogram:
+            self.label_names.remove(self.fields[-1].name)
         self.label_bytes = self.fields[-1].offset if is_histogram else self.reader.info.key_size
         self.is_array = self.reader.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
+        self.cpus = [str(cpu) for cpu in possible_cpus()]
         self._cache: dict[bytes, tuple[str, ...] | None] = {}
         self.decoder_errors = 0
 
@@ -79,15 +84,30 @@ class MetricReader:
         self._cache[prefix] = values
         return values
 
+    def entries(self, skip_zero: bool = False) -> Iterator[tuple[bytes, tuple[str, ...], int]]:
+        """(key, label values, value) of every entry whose labels decode; per-CPU maps are
+        summed over CPUs, or give one entry per CPU when the metric has a cpu label."""
+        if self.cpu_label is None:
+            for key, value in self.reader.items():
+                if value or not skip_zero:
+                    labels = self.labels_of(key)
+                    if labels is not None:
+                        yield key, labels, value
+            return
+        at = self.cpu_label
+        for key, values in self.reader.items_per_cpu():
+            labels = self.labels_of(key)
+            if labels is None:
+                continue
+            for cpu, value in zip(self.cpus, values, strict=True):
+                if value or not skip_zero:
+                    yield key, (*labels[:at], cpu, *labels[at:]), value
+
     def summed(self, skip_zero: bool = False) -> dict[tuple[str, ...], int]:
         """Values by decoded labels; keys that decode alike (recycled ids) are summed."""
         out: dict[tuple[str, ...], int] = {}
-        for key, value in self.reader.items():
-            if value == 0 and skip_zero:
-                continue
-            labels = self.labels_of(key)
-            if labels is not None:
-                out[labels] = out.get(labels, 0) + value
+        for _, labels, value in self.entries(skip_zero):
+            out[labels] = out.get(labels, 0) + value
         return out
 
     def labels_of(self, key: bytes) -> tuple[str, ...] | None:
@@ -97,6 +117,24 @@ class MetricReader:
             self.decoder_errors += 1
             log.debug("%s: cannot decode key %s: %s", self.where, key.hex(), err)
             return None
+
+
+def is_cpu_label(label: Label) -> bool:
+    return label.decoders[0].name == "cpu"
+
+
+def _cpu_label(program: str, where: str, labels: list[Label], reader: MapReader) -> int | None:
+    """Position of the label that splits a per-CPU map by CPU, if the metric has one."""
+    positions = [i for i, label in enumerate(labels) if is_cpu_label(label)]
+    if not positions:
+        return None
+    if not reader.percpu:
+        raise LoadError(
+            program,
+            f"{where}.labels[{positions[0]}]: a cpu label needs a per-CPU map, "
+            f"and {reader.info.name!r} is not one",
+        )
+    return positions[0]
 
 
 def _layout(program: str, where: str, labels: list[Label], key_size: int) -> list[Field]:
@@ -166,10 +204,7 @@ class ProgramCollector:
         config: Histogram = reader.config  # type: ignore[assignment]
         bucket = reader.fields[-1]
         per_series: dict[tuple[str, ...], dict[int, int]] = {}
-        for key, value in reader.reader.items():
-            labels = reader.labels_of(key)
-            if labels is None:
-                continue
+        for key, labels, value in reader.entries():
             try:
                 slot = int(bucket.chain.decode(key[bucket.offset : bucket.offset + bucket.size]))
             except (SkipSeries, ValueError):

@@ -114,7 +114,7 @@ def test_lru_hash(bpf: Any, batch: bool) -> None:
 
 
 def per_cpu_values(k: int) -> list[int]:
-    return [k * 1000 + cpu + 1 for cpu in range(possible_cpus())]
+    return [k * 1000 + cpu + 1 for cpu in possible_cpus()]
 
 
 @both_paths
@@ -204,10 +204,15 @@ def test_error_names_command_and_errno() -> None:
 
 def test_possible_cpus(tmp_path: Path) -> None:
     possible = tmp_path / "possible"
-    for text, cpus in [("0\n", 1), ("0-1\n", 2), ("0,2-3\n", 3), ("0-3,8-11\n", 8)]:
+    for text, cpus in [
+        ("0\n", [0]),
+        ("0-1\n", [0, 1]),
+        ("0,2-3\n", [0, 2, 3]),
+        ("0-3,8-11\n", [0, 1, 2, 3, 8, 9, 10, 11]),
+    ]:
         possible.write_text(text)
         assert possible_cpus(possible) == cpus
-    assert possible_cpus() == len(bpf_possible_cpus_from_bcc())
+    assert possible_cpus() == bpf_possible_cpus_from_bcc()
 
 
 def bpf_possible_cpus_from_bcc() -> list[int]:
@@ -240,7 +245,7 @@ def test_tracepoint_counts_per_cpu_and_run_stats(bpf: Any) -> None:
         os.close(stats_fd)
 
     per_cpu = dict(MapReader(bpf[b"getppid_calls"].map_fd).items_per_cpu())[key(0)]
-    assert per_cpu == [calls.get(cpu, 0) for cpu in range(possible_cpus())]
+    assert per_cpu == [calls.get(cpu, 0) for cpu in possible_cpus()]
     assert after.run_cnt - before.run_cnt >= sum(calls.values())
     assert after.run_time_ns > before.run_time_ns
     assert (after.id, after.tag, after.name) == (before.id, before.tag, before.name)

@@ -82,3 +82,29 @@ def test_percpu_counter_is_the_sum_over_cpus(daemon, write_config):
         for v in dump[0]["values"]
     }
     assert {cpu: values[cpu] for cpu in per_cpu} == per_cpu
+
+
+def test_cpu_label_splits_a_percpu_map_by_cpu(daemon, write_config):
+    cpus = sorted(os.sched_getaffinity(0))
+    config = PERCPU.replace(
+        "- {name: slot, size: 4, decoders: [{name: uint}]}",
+        "- {name: slot, size: 4, decoders: [{name: uint}]}\n"
+        "            - {name: cpu, decoders: [{name: cpu}]}",
+    )
+    exporter = daemon(f"--config.file={write_config('percpu', config % os.getpid())}")
+    original = os.sched_getaffinity(0)
+    per_cpu = {cpus[0]: 11, cpus[-1]: 12} if len(cpus) > 1 else {cpus[0]: 23}
+    try:
+        for cpu, calls in per_cpu.items():
+            os.sched_setaffinity(0, {cpu})
+            for _ in range(calls):
+                os.getppid()
+    finally:
+        os.sched_setaffinity(0, original)
+    samples = exporter.scrape()
+    exported = {
+        int(dict(labels)["cpu"]): value
+        for (name, labels), value in samples.items()
+        if name == "bcc_getppid_calls_total"
+    }
+    assert exported == per_cpu
