@@ -11,7 +11,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.bootstrap-make-stamp
 # Only the directories that exist (bench/ may not yet).
-LINT_PATHS := $(wildcard exporter tests bench)
+LINT_PATHS := $(wildcard exporter tests bench scripts)
 ARGS ?=
 PYTEST_ARGS ?=
 

@@ -16,6 +16,7 @@ from . import __version__, config, headers, loader, server
 from .bpf.btf import BTF
 from .bpf.syscall import BPFError, enable_stats
 from .errors import ConfigError, LoadError
+from .metrics.events import EventPoller
 from .metrics.program import ProgramCollector
 from .metrics.self_metrics import ExporterCollector
 from .server import App
@@ -133,11 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         collectors, failed = start_programs(specs, worker)
         exporter = ExporterCollector(header_check.result())
     exporter.set_programs(collectors, failed)
+    poller = EventPoller([e for c in collectors for e in c.events])
+    poller.start()
     try:
         serve(exporter, listener, args.telemetry_path)
     finally:
+        poller.stop()
         for c in collectors:
-            c.program.close()
+            c.close()
         if stats_fd is not None:
             os.close(stats_fd)
     log.info("stopped; every program detached")
@@ -201,7 +205,7 @@ def start_programs(
 def report_check(collectors: list[ProgramCollector], failed: list[LoadError]) -> int:
     for c in collectors:
         print(f"OK   {c.program.name}")
-        c.program.close()
+        c.close()
     for err in failed:
         print(f"FAIL {err.program}: {err.reason}")
     return 1 if failed else 0

@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import ConfigError
+from . import v1
 from .models import ConfigFile, Program
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -70,11 +71,28 @@ def load(paths: Iterable[Path]) -> list[ProgramSpec]:
 
 def load_file(path: Path) -> list[ProgramSpec]:
     raw = _read_yaml(path)
+    if v1.is_v1(raw):
+        raw = _from_v1(path, raw)
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(path, raw, err)) from None
     return [ProgramSpec(p, _code(path, p), path) for p in parsed.programs]
+
+
+def _from_v1(path: Path, raw: Any) -> dict[str, Any]:
+    """Validate an ebpf_exporter v1 file in its own terms; return its native equivalent."""
+    try:
+        parsed = v1.V1File.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(path, raw, err)) from None
+    programs = []
+    for program in parsed.programs:
+        try:
+            programs.append(v1.to_native(program))
+        except ValueError as err:
+            raise ConfigError(f'{path}: program "{program.name}": {err}') from None
+    return {"programs": programs}
 
 
 def _read_yaml(path: Path) -> Any:

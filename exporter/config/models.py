@@ -78,7 +78,16 @@ class Metric(Strict):
 
 
 class Counter(Metric):
-    pass
+    map: str | None = None  # type: ignore[assignment]
+    perf_map: str | None = Field(
+        None, description="a BPF_PERF_OUTPUT map: each event counts 1 under its decoded labels"
+    )
+
+    @model_validator(mode="after")
+    def _map_or_perf_map(self) -> Counter:
+        if (self.map is None) == (self.perf_map is None):
+            raise ValueError("give exactly one of map (a map of counts) or perf_map (events)")
+        return self
 
 
 class Gauge(Metric):
@@ -142,9 +151,13 @@ class ProbeBinding(Strict):
 
 class Program(Strict):
     name: str = Field(pattern=NAME)
+    namespace: str = Field("bcc", pattern=NAME, description="prefix of the metric names")
     code: str | None = None
     source: str | None = None
     cflags: list[str] = []
+    kaddrs: list[str] = Field(
+        [], description="kernel symbols whose address the C code gets as kaddr_<symbol>"
+    )
     probes: list[ProbeBinding] = []
     metrics: Metrics = Metrics()
 

@@ -4,7 +4,8 @@ A label has a chain of decoders, as in cloudflare/ebpf_exporter: the first gets 
 field bytes, each next one the previous one's output (UTF-8 text as bytes), and the last
 output is the label value.
 
-Decoders are pure and stateless once built, so one chain may serve concurrent scrapes.
+One chain may serve concurrent scrapes: most decoders are pure, and those that keep a
+snapshot of host state (ksym, cgroup) guard its refresh with a lock (_refresh.py).
 Caching decoded values (by raw key bytes) is the caller's job, and so is guarding that cache.
 """
 
@@ -12,9 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._base import TEXT_INPUT, Decoder, DecoderError, SkipSeries
+from .cgroup import Cgroup
+from .dname import Dname
+from .errno import Errno
+from .hex import Hex
+from .ifname import Ifname
+from .inet_ip import InetIp
+from .ksym import Ksym
+from .majorminor import MajorMinor
 from .regexp import Regexp
 from .static_map import StaticMap
 from .string import String
+from .syscall import Syscall
 from .tracepoint import Tracepoint
 from .uint import Uint
 
@@ -22,9 +32,18 @@ __all__ = ["REGISTRY", "Chain", "Decoder", "DecoderError", "SkipSeries", "build_
 
 # name -> factory(options, field_size); options is the decoder's config dict, "name" included.
 REGISTRY: dict[str, Callable[[Mapping[str, Any], int], Decoder]] = {
+    "cgroup": Cgroup,
+    "dname": Dname,
+    "errno": Errno,
+    "hex": Hex,
+    "ifname": Ifname,
+    "inet_ip": InetIp,
+    "ksym": Ksym,
+    "majorminor": MajorMinor,
     "regexp": Regexp,
     "static_map": StaticMap,
     "string": String,
+    "syscall": Syscall,
     "tracepoint": Tracepoint,
     "uint": Uint,
 }

@@ -18,8 +18,10 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .. import kallsyms
 from ..config import ProgramSpec
 from ..errors import LoadError
 from . import handoff
@@ -39,6 +41,15 @@ class Attachment:
     tried: tuple[tuple[str, str], ...] = ()  # (probe, why not) for alternatives passed over
 
 
+@dataclass(frozen=True)
+class PerfRing:
+    """One CPU's bpf-output perf event of a BPF_PERF_OUTPUT map."""
+
+    map: str
+    cpu: int
+    fd: int
+
+
 @dataclass
 class LoadedProgram:
     spec: ProgramSpec
@@ -50,6 +61,7 @@ class LoadedProgram:
     compile_seconds: float
     attach_seconds: float
     headers: str
+    perf_rings: list[PerfRing] = field(default_factory=list)
     closed: bool = field(default=False)
 
     @property
@@ -130,8 +142,9 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 def load(spec: ProgramSpec, worker: Worker) -> LoadedProgram:
     job = {
         "code": spec.code,
-        "cflags": spec.program.cflags,
+        "cflags": [*spec.program.cflags, *kaddr_cflags(spec)],
         "probes": [p.model_dump(mode="json") for p in spec.program.probes],
+        "perf_maps": sorted({c.perf_map for c in spec.program.metrics.counters if c.perf_map}),
     }
     meta, fds, stderr = worker.run(job, spec.name)
     if not meta:
@@ -153,7 +166,22 @@ def load(spec: ProgramSpec, worker: Worker) -> LoadedProgram:
         compile_seconds=meta["compile_seconds"],
         attach_seconds=meta["attach_seconds"],
         headers=meta["headers"],
+        perf_rings=[PerfRing(r["map"], r["cpu"], fds[r["fd"]]) for r in meta["perf_rings"]],
     )
+
+
+def kaddr_cflags(spec: ProgramSpec, path: Path = kallsyms.KALLSYMS) -> list[str]:
+    """`-Dkaddr_<symbol>=<address>` for each of the program's kaddrs, as ebpf_exporter v1 did."""
+    wanted = spec.program.kaddrs
+    if not wanted:
+        return []
+    found = kallsyms.addresses(wanted, path)
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise LoadError(spec.name, f"kaddrs: not in {path}: {', '.join(missing)}")
+    if not any(found.values()):
+        raise LoadError(spec.name, f"kaddrs: {path} shows every address as 0 (needs CAP_SYSLOG)")
+    return [f"-Dkaddr_{name}=0x{found[name]:x}ULL" for name in wanted]
 
 
 def _failure(meta: dict[str, Any], stderr: str) -> str:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..bpf.perf import link_perf_event, tracepoint_event
+from ..bpf.perf import link_perf_event, output_event, tracepoint_event
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
 from ..tracefs import TRACEFS
 from . import elf, handoff
@@ -76,7 +76,31 @@ def load_program(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         attachments.extend(_attach_first(attacher, function, alternatives))
     attached = time.monotonic()
     meta, fds = _describe(bpf, attachments, compiled - started, attached - compiled)
-    return meta, fds + attacher.held
+    rings, ring_fds = _perf_rings(bpf, job["perf_maps"], first_fd=len(fds) + len(attacher.held))
+    return {**meta, "perf_rings": rings}, fds + attacher.held + ring_fds
+
+
+def _perf_rings(bpf: Any, names: list[str], first_fd: int) -> tuple[list[dict], list[int]]:
+    """A bpf-output ring per online CPU in each BPF_PERF_OUTPUT map that events are counted
+    from; the daemon mmaps and reads them."""
+    from bcc.table import PerfEventArray
+    from bcc.utils import get_online_cpus
+
+    rings: list[dict] = []
+    fds: list[int] = []
+    for name in names:
+        try:
+            table = bpf.get_table(name)
+        except KeyError:
+            raise ProbeUnavailable(f"perf_map: the program has no map named {name!r}") from None
+        if not isinstance(table, PerfEventArray):
+            raise ProbeUnavailable(f"perf_map: {name!r} is not a BPF_PERF_OUTPUT map")
+        for cpu in get_online_cpus():
+            fd = output_event(cpu)
+            table[table.Key(cpu)] = table.Leaf(fd)
+            rings.append({"map": name, "cpu": cpu, "fd": first_fd + len(fds)})
+            fds.append(fd)
+    return rings, fds
 
 
 def _prepare_usdt(bindings: list[tuple[str, list[Probe]]]) -> tuple[list[Any], list[dict]]:

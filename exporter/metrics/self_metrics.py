@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from .. import __version__
 from ..bpf.syscall import BPFError, prog_info
+from ..config.v1 import NAMESPACE as V1
 from ..errors import LoadError
 from ..headers import HeaderCheck
 from ..loader import LoadedProgram
@@ -80,7 +81,7 @@ class ExporterCollector:
         )
         decoder_errors = CounterMetricFamily(
             f"{PREFIX}_decoder_errors",
-            "Map keys whose labels could not be decoded.",
+            "Keys whose labels could not be decoded, counted at every collection meeting them.",
             labels=["program", "metric"],
         )
         for collector in self.collectors:
@@ -91,10 +92,30 @@ class ExporterCollector:
                 attached.add_metric([program.name, a.function, a.probe], 1)
             for reader in collector.readers:
                 decoder_errors.add_metric([program.name, reader.config.name], reader.decoder_errors)
+        lost = CounterMetricFamily(
+            f"{PREFIX}_perf_events_lost",
+            "Events a full perf ring dropped before they were counted (perf_map counters).",
+            labels=["program", "metric"],
+        )
+        for collector in self.collectors:
+            for events in collector.events:
+                lost.add_metric([collector.program.name, events.config.name], events.lost)
         for err in self.failed:
             enabled.add_metric([err.program], 0)
-        yield from (enabled, attached, compile_seconds, decoder_errors)
+        yield from (enabled, attached, compile_seconds, decoder_errors, lost)
+        yield from self._v1_enabled_programs()
         yield from _run_stats(c.program for c in self.collectors)
+
+    def _v1_enabled_programs(self) -> Iterator[Metric]:
+        """ebpf_exporter v1's own self metric, for dashboards built on it."""
+        v1 = [c.program.name for c in self.collectors if c.program.spec.program.namespace == V1]
+        if v1:
+            enabled = GaugeMetricFamily(
+                f"{V1}_enabled_programs", "The set of enabled programs", labels=["name"]
+            )
+            for name in v1:
+                enabled.add_metric([name], 1)
+            yield enabled
 
     def _build_metrics(self) -> Iterator[Metric]:
         build = GaugeMetricFamily(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -111,8 +110,3 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return path
 
     return write
-
-
-def set_comm(name: str) -> None:
-    """Name the calling thread (what bpf_get_current_comm returns), as prctl(PR_SET_NAME)."""
-    Path(f"/proc/self/task/{os.gettid()}/comm").write_text(name)

@@ -110,7 +110,7 @@ def test_concurrent_scrapes_all_succeed_and_never_go_backwards(daemon):
     def scraper(i: int) -> None:
         try:
             for _ in range(25):
-                seen[i].append(exporter.value("bcc_syscalls_total", syscall="110"))
+                seen[i].append(exporter.value("bcc_syscalls_total", syscall="getppid"))
                 os.getppid()
         except BaseException as err:  # noqa: BLE001 - collected for the assertion
             errors.append(err)

@@ -9,7 +9,22 @@ OPS = {"name": "static_map", "static_map": {1: "read", 2: "write"}}
 
 
 def test_registry_names() -> None:
-    assert sorted(REGISTRY) == ["regexp", "static_map", "string", "tracepoint", "uint"]
+    assert sorted(REGISTRY) == [
+        "cgroup",
+        "dname",
+        "errno",
+        "hex",
+        "ifname",
+        "inet_ip",
+        "ksym",
+        "majorminor",
+        "regexp",
+        "static_map",
+        "string",
+        "syscall",
+        "tracepoint",
+        "uint",
+    ]
 
 
 def test_single_decoder_returns_str() -> None:
@@ -44,13 +59,13 @@ def test_zero_width_field() -> None:
         build_chain([{"name": "string"}], 0)
 
 
-@pytest.mark.parametrize("name", ["ksym", None, ["uint"]])
+@pytest.mark.parametrize("name", ["usym", None, ["uint"]])
 def test_unknown_decoder_lists_known_ones(name: Any) -> None:
     with pytest.raises(DecoderError) as e:
         build_chain([{"name": name}], 4)
-    assert (
-        str(e.value)
-        == f"unknown decoder {name!r}, known: regexp, static_map, string, tracepoint, uint"
+    assert str(e.value) == (
+        f"unknown decoder {name!r}, known: cgroup, dname, errno, hex, ifname, inet_ip, ksym, "
+        "majorminor, regexp, static_map, string, syscall, tracepoint, uint"
     )
 
 

@@ -11,8 +11,15 @@ from exporter.metrics.self_metrics import ExporterCollector
 
 class Collector:
     def __init__(self, name: str, fail: bool) -> None:
-        self.program = SimpleNamespace(name=name, compile_seconds=0.5, attachments=[], functions={})
+        self.program = SimpleNamespace(
+            name=name,
+            compile_seconds=0.5,
+            attachments=[],
+            functions={},
+            spec=SimpleNamespace(program=SimpleNamespace(namespace="bcc")),
+        )
         self.readers: list[object] = []
+        self.events: list[object] = []
         self.fail = fail
 
     def collect(self):

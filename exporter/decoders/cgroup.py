@@ -1,0 +1,102 @@
+"""cgroup: an 8-byte cgroup v2 id -> the cgroup's path ("/system.slice/ssh.service", root "/").
+
+bpf_get_current_cgroup_id() gives the id of the task's cgroup in the v2 hierarchy, which is the
+inode number of that cgroup's directory in the cgroup2 file system. The decoder walks the
+cgroup2 mount (option `cgroupfs`; by default the first cgroup2 line of /proc/self/mounts,
+option `mounts`: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems) and names each id
+by its directory's path below the mount. Paths are the daemon's view: in its own cgroup
+namespace (a container without cgroupns=host) the cgroups outside it are not seen.
+
+The tree is walked at the first decode and again when an id is missing (a cgroup made since),
+at most once per MIN_REFRESH_SECONDS (see _refresh.py). Ids still missing (a cgroup removed
+before the scrape) decode to "unknown", one series for all of them. With no cgroup2 mounted
+(cgroup v1 only) everything is "unknown" and one warning is logged.
+"""
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._base import TEXT_INPUT, DecoderError
+from ._refresh import Snapshot
+
+log = logging.getLogger(__name__)
+
+MOUNTS = "/proc/self/mounts"
+UNKNOWN = b"unknown"
+
+
+def cgroup2_mount(mounts: Path) -> Path | None:
+    """The first cgroup2 mount point in a mounts file (fstab format), or None."""
+    for line in mounts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == "cgroup2":
+            # Spaces and other specials in mount points are written as octal escapes (\040).
+            return Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]))
+    return None
+
+
+def walk(root: Path) -> dict[int, bytes]:
+    """Directory inode -> path below `root` ("/" for root itself)."""
+    paths = {root.stat().st_ino: b"/"}
+    pending = [(str(root), b"")]
+    while pending:
+        directory, relative = pending.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        path = relative + b"/" + os.fsencode(entry.name)
+                        paths[entry.inode()] = path
+                        pending.append((entry.path, path))
+        except OSError:  # removed while walking
+            continue
+    return paths
+
+
+class Cgroup:
+    def __init__(self, options: Mapping[str, Any], size: int) -> None:
+        if size == TEXT_INPUT:
+            raise DecoderError("cgroup decodes a raw field, so it must be the first decoder")
+        if size != 8:
+            raise DecoderError(f"cgroup decodes 8-byte cgroup ids, not {size}")
+        cgroupfs = options.get("cgroupfs")
+        self._root = Path(cgroupfs) if cgroupfs else None
+        self._mounts = Path(options.get("mounts") or MOUNTS)
+        self._paths = Snapshot(self._load)
+        self._warned = False  # only _load() touches it, under the snapshot's lock
+
+    def decode(self, data: bytes) -> bytes:
+        cgroup_id = int.from_bytes(data, sys.byteorder)
+        path = self._paths.current().get(cgroup_id)
+        if path is None:
+            path = self._paths.refresh().get(cgroup_id, UNKNOWN)
+        return path
+
+    def _load(self) -> dict[int, bytes]:
+        if self._root is None:
+            try:
+                self._root = cgroup2_mount(self._mounts)
+            except OSError as err:
+                self._warn_once(f"cgroup: cannot read {self._mounts} ({err})")
+                return {}
+            if self._root is None:
+                self._warn_once(
+                    f"cgroup: no cgroup2 file system in {self._mounts} (cgroup v1 only?): "
+                    "cgroup ids decode to unknown"
+                )
+                return {}
+        try:
+            return walk(self._root)
+        except OSError as err:
+            self._warn_once(f"cgroup: cannot read {self._root} ({err})")
+            return {}
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("%s", message)

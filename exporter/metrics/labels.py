@@ -1,0 +1,79 @@
+"""Key (or event) bytes -> label values: the layout of the labels and a cache of decoded keys."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..config.models import Label
+from ..decoders import Chain, DecoderError, SkipSeries, build_chain
+from ..errors import LoadError
+
+log = logging.getLogger(__name__)
+
+# Decoded-label cache entries per metric before it starts over (recycled ids would grow it).
+CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    offset: int
+    size: int
+    chain: Chain
+
+    def decode(self, raw: bytes) -> str:
+        return self.chain.decode(raw[self.offset : self.offset + self.size])
+
+
+def is_cpu_label(label: Label) -> bool:
+    return label.decoders[0].name == "cpu"
+
+
+def layout(program: str, where: str, labels: list[Label]) -> tuple[list[Field], int]:
+    """The fields of the (non-cpu) labels, in order, and how many bytes they span."""
+    fields, offset = [], 0
+    for i, label in enumerate(labels):
+        if is_cpu_label(label):
+            continue
+        try:
+            chain = build_chain([d.options for d in label.decoders], label.size)
+        except DecoderError as err:
+            raise LoadError(program, f"{where}.labels[{i}].decoders: {err}") from None
+        fields.append(Field(label.name, offset, label.size, chain))
+        offset += label.size + label.padding
+    return fields, offset
+
+
+class LabelDecoder:
+    """Label values of raw bytes, decoded once per distinct prefix and cached.
+
+    Callers serialize calls (the program's collection lock): the cache is not locked itself.
+    """
+
+    def __init__(self, where: str, fields: list[Field], span: int) -> None:
+        self.where = where
+        self.fields = fields
+        self.span = span
+        self.errors = 0
+        self._cache: dict[bytes, tuple[str, ...] | None] = {}
+
+    def __call__(self, raw: bytes) -> tuple[str, ...] | None:
+        """The label values, or None when a decoder drops the series or cannot decode it."""
+        prefix = raw[: self.span]
+        try:
+            return self._cache[prefix]
+        except KeyError:
+            pass
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        try:
+            values: tuple[str, ...] | None = tuple(f.decode(prefix) for f in self.fields)
+        except SkipSeries:
+            values = None
+        except Exception as err:  # noqa: BLE001 - one bad key must not cost the scrape
+            self.errors += 1
+            log.debug("%s: cannot decode %s: %s", self.where, prefix.hex(), err)
+            return None  # not cached: counted again each time it is seen
+        self._cache[prefix] = values
+        return values
