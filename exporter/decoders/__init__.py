@@ -12,7 +12,7 @@ Caching decoded values (by raw key bytes) is the caller's job, and so is guardin
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._base import TEXT_INPUT, Decoder, DecoderError, SkipSeries
+from ._base import TEXT_INPUT, Decoder, DecoderError, SkipSeries, Unresolved
 from .cgroup import Cgroup
 from .dname import Dname
 from .errno import Errno
@@ -28,7 +28,15 @@ from .syscall import Syscall
 from .tracepoint import Tracepoint
 from .uint import Uint
 
-__all__ = ["REGISTRY", "Chain", "Decoder", "DecoderError", "SkipSeries", "build_chain"]
+__all__ = [
+    "REGISTRY",
+    "Chain",
+    "Decoder",
+    "DecoderError",
+    "SkipSeries",
+    "Unresolved",
+    "build_chain",
+]
 
 # name -> factory(options, field_size); options is the decoder's config dict, "name" included.
 REGISTRY: dict[str, Callable[[Mapping[str, Any], int], Decoder]] = {
@@ -56,9 +64,16 @@ class Chain:
         self._steps = tuple(d.decode for d in decoders)
 
     def decode(self, data: bytes) -> str:
-        """The label value of one raw field; raises SkipSeries to drop the series."""
+        """The label value of one raw field; raises SkipSeries to drop the series, and
+        Unresolved (with the whole chain's value) when a step could not resolve it yet."""
+        unresolved = False
         for step in self._steps:
-            data = step(data)
+            try:
+                data = step(data)
+            except Unresolved as provisional:
+                data, unresolved = provisional.value, True
+        if unresolved:
+            raise Unresolved(data)
         # "replace" only matters when static_map/regexp come first and pass raw bytes through.
         return data.decode("utf-8", "replace")
 

@@ -15,5 +15,15 @@ class SkipSeries(Exception):
     """Raised while decoding to drop the whole series (e.g. no regexp matched)."""
 
 
+class Unresolved(Exception):
+    """Raised by a decoder whose host lookup missed (a cgroup or module newer than its last
+    read, which is rate-limited): `value` is what to show for now, and the caller must ask
+    again later instead of caching it for good."""
+
+    def __init__(self, value: bytes) -> None:
+        super().__init__(value)
+        self.value = value
+
+
 class Decoder(Protocol):
     def decode(self, data: bytes) -> bytes: ...

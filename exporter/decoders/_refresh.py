@@ -28,6 +28,9 @@ class Snapshot(Generic[T]):
         self._value: T | None = None
         self._loaded_at = 0.0
         self._lock = threading.Lock()
+        # Reads so far: a decoder compares it before and after a miss to tell whether its
+        # answer comes from a read made since the miss (final) or from an older one.
+        self.reads = 0
 
     def current(self) -> T:
         value = self._value
@@ -51,3 +54,4 @@ class Snapshot(Generic[T]):
     def _reload(self) -> None:
         self._value = self._load()
         self._loaded_at = monotonic()
+        self.reads += 1

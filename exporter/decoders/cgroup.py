@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._base import TEXT_INPUT, DecoderError
+from ._base import TEXT_INPUT, DecoderError, Unresolved
 from ._refresh import Snapshot
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,19 @@ class Cgroup:
 
     def decode(self, data: bytes) -> bytes:
         cgroup_id = int.from_bytes(data, sys.byteorder)
-        path = self._paths.current().get(cgroup_id)
+        reads = self._paths.reads
+        paths = self._paths.current()
+        if not paths:  # no cgroup2 here: unknown for good (see _load's warning)
+            return UNKNOWN
+        path = paths.get(cgroup_id)
         if path is None:
-            path = self._paths.refresh().get(cgroup_id, UNKNOWN)
-        return path
+            path = self._paths.refresh().get(cgroup_id)
+        if path is not None:
+            return path
+        if self._paths.reads == reads:
+            # Not in a read older than this miss (rate-limited): maybe a cgroup made since.
+            raise Unresolved(UNKNOWN)
+        return UNKNOWN  # not there now: removed, or never a cgroup
 
     def _load(self) -> dict[int, bytes]:
         if self._root is None:

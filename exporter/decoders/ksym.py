@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import kallsyms
-from ._base import TEXT_INPUT, DecoderError
+from ._base import TEXT_INPUT, DecoderError, Unresolved
 from ._refresh import Snapshot
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,15 @@ class Ksym:
         address = int.from_bytes(data, sys.byteorder)
         if address == 0:
             return UNKNOWN
+        reads = self._symbols.reads
         symbols = self._symbols.current()
         if not symbols.covers(address):  # maybe in a module loaded since
             symbols = self._symbols.refresh()
-        name = symbols.find(address)
-        return UNKNOWN if name is None else name
+        name = UNKNOWN if symbols.hidden() else symbols.find(address) or UNKNOWN
+        if not symbols.covers(address) and self._symbols.reads == reads and not symbols.hidden():
+            # The re-read was rate-limited: a best guess, to be asked again later.
+            raise Unresolved(name)
+        return name
 
     def _load(self) -> Symbols:
         try:

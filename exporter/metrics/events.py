@@ -34,7 +34,7 @@ class EventCounter:
             raise LoadError(program.name, f"{where}.labels: a perf_map counter has no cpu label")
         self.fds = [ring.fd for ring in program.perf_rings if ring.map == config.perf_map]
         self.buffers = [PerfBuffer(fd) for fd in self.fds]
-        fields, span = layout(program.name, where, config.labels)
+        fields, span = layout(program.name, where, config)
         self.labels = LabelDecoder(where, fields, span)
         self.label_names = [label.name for label in config.labels]
         self.counts: dict[tuple[str, ...], int] = {}

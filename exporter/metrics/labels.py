@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from ..config.models import Label
-from ..decoders import Chain, DecoderError, SkipSeries, build_chain
+from ..config.models import Metric as MetricConfig
+from ..decoders import Chain, DecoderError, SkipSeries, Unresolved, build_chain
 from ..errors import LoadError
 
 log = logging.getLogger(__name__)
 
 # Decoded-label cache entries per metric before it starts over (recycled ids would grow it).
 CACHE_LIMIT = 200_000
+# How long a label a decoder could not resolve yet (Unresolved) is shown before asking again.
+UNRESOLVED_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,16 +34,19 @@ def is_cpu_label(label: Label) -> bool:
     return label.decoders[0].name == "cpu"
 
 
-def layout(program: str, where: str, labels: list[Label]) -> tuple[list[Field], int]:
-    """The fields of the (non-cpu) labels, in order, and how many bytes they span."""
+def layout(program: str, where: str, metric: MetricConfig) -> tuple[list[Field], int]:
+    """The fields of the metric's (non-cpu) labels, in order, and how many bytes they span."""
     fields, offset = [], 0
-    for i, label in enumerate(labels):
+    for i, label in enumerate(metric.labels):
         if is_cpu_label(label):
             continue
         try:
             chain = build_chain([d.options for d in label.decoders], label.size)
         except DecoderError as err:
-            raise LoadError(program, f"{where}.labels[{i}].decoders: {err}") from None
+            raise LoadError(
+                program,
+                f"{where}.labels[{i}].decoders: metric {metric.name}, label {label.name}: {err}",
+            ) from None
         fields.append(Field(label.name, offset, label.size, chain))
         offset += label.size + label.padding
     return fields, offset
@@ -57,6 +64,7 @@ class LabelDecoder:
         self.span = span
         self.errors = 0
         self._cache: dict[bytes, tuple[str, ...] | None] = {}
+        self._unresolved: dict[bytes, tuple[float, tuple[str, ...]]] = {}
 
     def __call__(self, raw: bytes) -> tuple[str, ...] | None:
         """The label values, or None when a decoder drops the series or cannot decode it."""
@@ -65,15 +73,33 @@ class LabelDecoder:
             return self._cache[prefix]
         except KeyError:
             pass
+        retry_at = self._unresolved.get(prefix)
+        if retry_at is not None and time.monotonic() < retry_at[0]:
+            return retry_at[1]
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
+            self._unresolved.clear()
+        unresolved = False
+        values: list[str] = []
         try:
-            values: tuple[str, ...] | None = tuple(f.decode(prefix) for f in self.fields)
+            for field in self.fields:
+                try:
+                    values.append(field.decode(prefix))
+                except Unresolved as provisional:
+                    values.append(provisional.value.decode("utf-8", "replace"))
+                    unresolved = True
         except SkipSeries:
-            values = None
+            self._cache[prefix] = None
+            return None
         except Exception as err:  # noqa: BLE001 - one bad key must not cost the scrape
             self.errors += 1
             log.debug("%s: cannot decode %s: %s", self.where, prefix.hex(), err)
             return None  # not cached: counted again each time it is seen
-        self._cache[prefix] = values
-        return values
+        result = tuple(values)
+        if unresolved:
+            # Shown for now, asked again later: the host may know it by then (a new cgroup).
+            self._unresolved[prefix] = (time.monotonic() + UNRESOLVED_SECONDS, result)
+        else:
+            self._cache[prefix] = result
+            self._unresolved.pop(prefix, None)
+        return result

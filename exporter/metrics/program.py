@@ -37,7 +37,7 @@ class MetricReader:
             )
         self.reader = MapReader(fd)
         self.cpu_label = _cpu_label(program.name, where, config.labels, self.reader)
-        fields, span = layout(program.name, where, config.labels)
+        fields, span = layout(program.name, where, config)
         key_size = self.reader.info.key_size
         if span != key_size:
             raise LoadError(

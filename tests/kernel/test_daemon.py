@@ -199,3 +199,16 @@ def test_headers_are_named_and_checked_against_btf(daemon):
     if info[0]["release"] != os.uname().release:
         assert match == 0
         assert "task_struct.pid at offset" in exporter.log()
+
+
+def test_a_field_width_a_decoder_cannot_read_names_metric_and_label(write_config):
+    config = GOOD.replace(
+        "- {name: slot, size: 4, decoders: [{name: uint}]}",
+        "- {name: slot, size: 4, decoders: [{name: ksym}]}",
+    )
+    done = run_cli("--config.check", f"--config.file={write_config('width', config)}")
+    assert done.returncode == 1
+    assert done.stdout == (
+        "FAIL good: metrics.counters[0].labels[0].decoders: metric getppid_calls_total, "
+        "label slot: ksym decodes 8-byte addresses, not 4\n"
+    )

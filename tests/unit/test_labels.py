@@ -1,0 +1,65 @@
+"""LabelDecoder: decoded once per key, except values a decoder could not resolve yet."""
+
+import pytest
+
+from exporter.decoders import Chain, SkipSeries, Unresolved
+from exporter.metrics import labels
+from exporter.metrics.labels import Field, LabelDecoder
+
+
+class Answers:
+    """A decoder answering from a script, counting how often it is asked."""
+
+    def __init__(self, *answers: bytes | Exception) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    def decode(self, data: bytes) -> bytes:
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def decoder_of(answers: Answers) -> LabelDecoder:
+    return LabelDecoder("metrics.counters[0]", [Field("x", 0, 4, Chain([answers]))], 4)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [1000.0]
+    monkeypatch.setattr(labels.time, "monotonic", lambda: now[0])
+    return now
+
+
+def test_a_key_is_decoded_once():
+    answers = Answers(b"a")
+    decode = decoder_of(answers)
+    assert [decode(b"\1\0\0\0"), decode(b"\1\0\0\0")] == [("a",), ("a",)]
+    assert answers.asked == 1
+
+
+def test_an_unresolved_value_is_shown_then_asked_again(clock):
+    answers = Answers(Unresolved(b"unknown"), b"/kubepods/pod1")
+    decode = decoder_of(answers)
+    key = b"\7\0\0\0"
+    assert decode(key) == ("unknown",)
+    clock[0] += labels.UNRESOLVED_SECONDS - 1
+    assert decode(key) == ("unknown",)  # not asked again yet
+    assert answers.asked == 1
+    clock[0] += 1
+    assert decode(key) == ("/kubepods/pod1",)
+    clock[0] += 3600
+    assert decode(key) == ("/kubepods/pod1",)  # resolved: cached for good
+    assert answers.asked == 2
+
+
+def test_a_dropped_series_is_cached_and_a_failure_counted():
+    answers = Answers(SkipSeries(), ValueError("bad"), ValueError("bad"))
+    decode = decoder_of(answers)
+    assert decode(b"\1\0\0\0") is None
+    assert decode(b"\1\0\0\0") is None
+    assert decode(b"\2\0\0\0") is None
+    assert decode(b"\2\0\0\0") is None
+    assert (answers.asked, decode.errors) == (3, 2)
