@@ -42,8 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--config.names",
         dest="config_names",
-        help="comma-separated config names in --config.dir (default: the built-in "
-        f"set {','.join(config.DEFAULT_NAMES)}, or every file of --config.dir)",
+        help="comma-separated config names in --config.dir (default: every file of "
+        "--config.dir; with no config flag at all, the built-in programs not marked "
+        "default: false)",
     )
     p.add_argument(
         "--config.file",
@@ -106,12 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        specs = config.load(
-            config.config_paths(
-                args.config_dir,
-                [n for n in (args.config_names or "").split(",") if n] or None,
-                args.config_files,
-            )
+        specs = config.select(
+            args.config_dir,
+            [n for n in (args.config_names or "").split(",") if n] or None,
+            args.config_files,
         )
     except ConfigError as err:
         print(f"bcc_exporter: {err}", file=sys.stderr)

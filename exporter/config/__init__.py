@@ -17,8 +17,6 @@ from . import v1
 from .models import ConfigFile, Program
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "config"
-# The built-in set `make run` serves when no config flag is given.
-DEFAULT_NAMES = ("syscalls", "opens", "biolatency")
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,17 @@ class ProgramSpec:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def select(
+    config_dir: Path | None, names: Sequence[str] | None, files: Sequence[Path]
+) -> list[ProgramSpec]:
+    """The programs --config.dir/--config.names/--config.file name. With none of them: the
+    built-in default set, every built-in program not marked `default: false`."""
+    specs = load(config_paths(config_dir, names, files))
+    if config_dir is None and not names and not files:
+        specs = [spec for spec in specs if spec.program.default]
+    return specs
+
+
 def config_paths(
     config_dir: Path | None, names: Sequence[str] | None, files: Sequence[Path]
 ) -> list[Path]:
@@ -46,7 +55,7 @@ def config_paths(
     paths = list(files)
     if config_dir is not None or names or not files:
         directory = config_dir or BUILTIN_DIR
-        for name in names or (DEFAULT_NAMES if config_dir is None else _all_names(directory)):
+        for name in names or _all_names(directory):
             paths.append(directory / f"{name}.yaml")
     return paths
 

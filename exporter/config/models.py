@@ -158,6 +158,12 @@ class Program(Strict):
     kaddrs: list[str] = Field(
         [], description="kernel symbols whose address the C code gets as kaddr_<symbol>"
     )
+    default: bool = Field(True, description="served when no config flag is given (built-ins)")
+    reads_kernel_structs: str | None = Field(
+        None,
+        description="why the program must read kernel structs through header definitions; "
+        "it is refused while the headers do not match the running kernel",
+    )
     probes: list[ProbeBinding] = []
     metrics: Metrics = Metrics()
 

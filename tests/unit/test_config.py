@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import BUILTIN_DIR, DEFAULT_NAMES, ProgramSpec, config_paths, load, load_file
+from exporter.config import BUILTIN_DIR, ProgramSpec, config_paths, load, load_file, select
 from exporter.config.probes import Probe
 from exporter.errors import ConfigError
 
@@ -156,9 +156,13 @@ def test_every_builtin_config_loads(path: Path) -> None:
     assert spec.program.metrics.all()
 
 
-def test_builtin_dir_holds_the_default_set() -> None:
-    assert sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml")) == sorted(DEFAULT_NAMES)
-    assert [s.name for s in load(config_paths(None, None, []))] == list(DEFAULT_NAMES)
+def test_no_flag_serves_every_builtin_program_not_marked_default_false(tmp_path: Path) -> None:
+    every = load(config_paths(None, None, []))
+    assert [s.name for s in select(None, None, [])] == [s.name for s in every if s.program.default]
+    off = tmp_path / "off.yaml"
+    off.write_text("programs: [{name: quiet, default: false, code: 'int x;'}]")
+    # `default` only shapes the built-in set: a program named on the command line is served.
+    assert [s.name for s in select(None, None, [off])] == ["quiet"]
 
 
 # --- one exact message per bad input ----------------------------------------------------------
@@ -417,9 +421,8 @@ def test_every_problem_is_one_line_naming_the_file(tmp_path: Path) -> None:
 # --- config_paths -----------------------------------------------------------------------------
 
 
-def test_paths_without_flags_are_the_builtin_set() -> None:
-    assert config_paths(None, None, []) == [BUILTIN_DIR / f"{n}.yaml" for n in DEFAULT_NAMES]
-    assert DEFAULT_NAMES == ("syscalls", "opens", "biolatency")
+def test_paths_without_flags_are_every_builtin_config() -> None:
+    assert config_paths(None, None, []) == sorted(BUILTIN_DIR.glob("*.yaml"))
 
 
 def test_paths_of_a_dir_are_every_yaml_in_it_sorted(tmp_path: Path) -> None:
