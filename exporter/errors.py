@@ -12,7 +12,9 @@ class ConfigError(ExporterError):
 class LoadError(ExporterError):
     """One program could not be compiled or attached; the others carry on."""
 
-    def __init__(self, program: str, message: str) -> None:
+    def __init__(self, program: str, message: str, unavailable: bool = False) -> None:
         super().__init__(f'program "{program}": {message}')
         self.program = program
         self.reason = message
+        # The kernel lacks a probe the program needs: expected on some nodes, not an error.
+        self.unavailable = unavailable

@@ -150,7 +150,7 @@ def load(spec: ProgramSpec, worker: Worker) -> LoadedProgram:
     if not meta:
         raise LoadError(spec.name, f"compile worker died: {_tail(stderr)}")
     if not meta["ok"]:
-        raise LoadError(spec.name, _failure(meta, stderr))
+        raise LoadError(spec.name, _failure(meta, stderr), meta["stage"] == "unavailable")
     return LoadedProgram(
         spec=spec,
         maps={m["name"]: fds[m["fd"]] for m in meta["maps"]},
@@ -212,7 +212,10 @@ def load_all(
         try:
             loaded = load(spec, worker)
         except LoadError as err:
-            log.error("%s", err)
+            if err.unavailable:
+                log.warning('program "%s": skipped: %s', spec.name, err.reason)
+            else:
+                log.error("%s", err)
             return err
         _log_attachments(loaded)
         log.info(

@@ -8,31 +8,33 @@ with os._exit so that BCC's atexit hooks cannot detach anything.
 from __future__ import annotations
 
 import ctypes
-import fnmatch
 import json
 import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ..bpf.perf import link_perf_event, output_event, tracepoint_event
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
-from ..tracefs import TRACEFS
-from . import elf, handoff
+from . import availability, elf, handoff
+from .availability import ProbeUnavailable
 
-EVENT_SOURCES = Path("/sys/bus/event_source/devices")
 PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1
 
 
-class ProbeUnavailable(Exception):
-    """This kernel cannot provide the probe; the next alternative may."""
-
-
 class CompileFailed(Exception):
     """The C did not compile or the verifier refused it: details are on the worker's stderr."""
+
+
+class AttachFailed(Exception):
+    """A probe this kernel has could not be attached (unlike ProbeUnavailable)."""
+
+
+# How the daemon tells failures apart: "unavailable" is a kernel without the probe, which the
+# default config expects on some nodes; the others are errors.
+STAGES = {CompileFailed: "compile", ProbeUnavailable: "unavailable", AttachFailed: "attach"}
 
 
 def main() -> None:
@@ -41,7 +43,7 @@ def main() -> None:
     try:
         meta, fds = run(job)
     except Exception as err:  # noqa: BLE001 - bcc raises bare Exception; the daemon gets its text
-        stage = "compile" if isinstance(err, CompileFailed) else "attach"
+        stage = STAGES.get(type(err), "attach")
         meta, fds = {"ok": False, "stage": stage, "error": str(err) or type(err).__name__}, []
     handoff.send(sock, meta, fds)
     sys.stdout.flush()
@@ -111,8 +113,11 @@ def _prepare_usdt(bindings: list[tuple[str, list[Probe]]]) -> tuple[list[Any], l
     contexts, done = [], []
     for function, alternatives in bindings:
         first = alternatives[0]
-        if first.kind != "usdt" or _usdt_probe(first)[1].semaphore:
-            continue
+        try:
+            if first.kind != "usdt" or _usdt_probe(first)[1].semaphore:
+                continue
+        except ProbeUnavailable:
+            continue  # the attach loop reports it, or takes the next alternative
         context = USDT(path=first.field("path"))
         context.enable_probe(probe=first.field("probe"), fn_name=function)
         contexts.append(context)
@@ -124,9 +129,8 @@ def _usdt_probe(probe: Probe) -> tuple[Any, Any]:
     """The USDT context of the probe's binary (keep it: it owns the probe) and the probe."""
     from bcc import USDT
 
+    availability.check(probe)
     path, provider, name = probe.field("path"), probe.field("provider"), probe.field("probe")
-    if not os.path.exists(path):
-        raise ProbeUnavailable(f"{path} does not exist")
     context = USDT(path=path)
     for found in context.enumerate_probes():
         if found.provider.decode() == provider and found.name.decode() == name:
@@ -161,15 +165,23 @@ def _attach_first(
     attacher: Attacher, function: str, alternatives: list[Probe]
 ) -> list[dict[str, Any]]:
     tried: list[dict[str, str]] = []
+    unavailable = True  # until an alternative that exists fails for another reason
     for probe in alternatives:
+        try:
+            availability.check(probe)
+        except ProbeUnavailable as err:
+            tried.append({"probe": str(probe), "error": str(err)})
+            continue
         try:
             matched = getattr(attacher, probe.kind)(function, probe)
         except Exception as err:  # noqa: BLE001 - bcc's attach errors are bare Exceptions
             tried.append({"probe": str(probe), "error": str(err)})
+            unavailable = unavailable and isinstance(err, ProbeUnavailable)
             continue
         return [{"function": function, "probe": p, "tried": tried} for p in matched]
     reasons = "; ".join(f"{t['probe']}: {t['error']}" for t in tried)
-    raise ProbeUnavailable(f"function {function}: no probe could be attached ({reasons})")
+    failure = ProbeUnavailable if unavailable else AttachFailed
+    raise failure(f"function {function}: no probe could be attached ({reasons})")
 
 
 class Attacher:
@@ -182,7 +194,7 @@ class Attacher:
     def tracepoint(self, function: str, probe: Probe) -> list[str]:
         from bcc import BPF
 
-        events = _tracepoints(probe)
+        events = availability.tracepoints(probe)
         prog_fd = self.bpf.load_func(function.encode(), BPF.TRACEPOINT).fd
         for event in events:
             event_id = int((event / "id").read_text())
@@ -192,18 +204,10 @@ class Attacher:
         return [f"tracepoint:{e.parent.name}:{e.name}" for e in events]
 
     def raw_tracepoint(self, function: str, probe: Probe) -> list[str]:
-        event = probe.field("event")
-        if not list(TRACEFS.glob(f"events/*/{event}")) and (TRACEFS / "events").is_dir():
-            raise ProbeUnavailable(f"{probe}: no such tracepoint on this kernel")
-        self.bpf.attach_raw_tracepoint(tp=event, fn_name=function)
+        self.bpf.attach_raw_tracepoint(tp=probe.field("event"), fn_name=function)
         return [str(probe)]
 
     def kprobe(self, function: str, probe: Probe) -> list[str]:
-        if not (EVENT_SOURCES / "kprobe").exists() and not (TRACEFS / "kprobe_events").exists():
-            raise ProbeUnavailable(
-                "kernel has no kprobes: CONFIG_KPROBES is off "
-                f"(no {EVENT_SOURCES}/kprobe, no {TRACEFS}/kprobe_events)"
-            )
         attach = self.bpf.attach_kretprobe if probe.kind == "kretprobe" else self.bpf.attach_kprobe
         attach(event=probe.field("function"), fn_name=function)
         return [str(probe)]
@@ -211,11 +215,8 @@ class Attacher:
     kretprobe = kprobe
 
     def uprobe(self, function: str, probe: Probe) -> list[str]:
-        path = probe.field("path")
-        if not os.path.exists(path):
-            raise ProbeUnavailable(f"{path} does not exist")
         attach = self.bpf.attach_uretprobe if probe.kind == "uretprobe" else self.bpf.attach_uprobe
-        attach(name=path, sym=probe.field("symbol"), fn_name=function)
+        attach(name=probe.field("path"), sym=probe.field("symbol"), fn_name=function)
         return [str(probe)]
 
     uretprobe = uprobe
@@ -242,11 +243,6 @@ class Attacher:
         return [str(probe)]
 
     def hardware(self, function: str, probe: Probe) -> list[str]:
-        if not (EVENT_SOURCES / "cpu").exists():
-            raise ProbeUnavailable(
-                "no hardware perf events on this machine "
-                f"(no CPU PMU at {EVENT_SOURCES}/cpu; common in VMs)"
-            )
         self.bpf.attach_perf_event(
             ev_type=PERF_TYPE_HARDWARE,
             ev_config=HARDWARE_EVENTS[probe.field("event")],
@@ -272,21 +268,6 @@ class Attacher:
             sample_freq=int(probe.field("rate")),
         )
         return [str(probe)]
-
-
-def _tracepoints(probe: Probe) -> list[Path]:
-    """The tracefs event directories a (possibly wildcard) tracepoint probe names."""
-    pattern = f"{probe.field('category')}/{probe.field('event')}"
-    events = sorted(
-        d
-        for d in TRACEFS.glob("events/*/*")
-        if fnmatch.fnmatchcase(f"{d.parent.name}/{d.name}", pattern) and (d / "id").exists()
-    )
-    if not events:
-        if not (TRACEFS / "events").is_dir():
-            raise ProbeUnavailable(f"tracefs is not mounted at {TRACEFS}")
-        raise ProbeUnavailable("no such tracepoint on this kernel")
-    return events
 
 
 def _describe(

@@ -180,9 +180,13 @@ def test_unavailable_probe_fails_its_program_with_the_reason(
     config = write_config(kind, COMM_COUNTER.format(kind=kind, attach=[probe]))
     exporter = daemon(f"--config.file={config}")
     assert exporter.value("bcc_exporter_enabled_programs", program=f"probe_{kind}") == 0
+    # A kernel without the probe is expected on some nodes: one warning, not an error.
+    [line] = [line for line in exporter.log().splitlines() if f'"probe_{kind}"' in line][-1:]
+    assert " WARN  " in line
     assert (
-        f'program "probe_{kind}": function on_hit: no probe could be attached ({probe}: {reason}'
-    ) in exporter.log()
+        f'program "probe_{kind}": skipped: function on_hit: no probe could be attached '
+        f"({probe}: {reason}"
+    ) in line
 
 
 def test_usdt_probe_of_the_python_interpreter_counts_every_firing(probe_hits):

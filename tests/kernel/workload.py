@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 
 PRELUDE = """
@@ -18,12 +17,6 @@ libc.prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: what bpf_get_curre
 def unique_comm() -> str:
     """A comm no other process on the machine has, so its series counts only our workload."""
     return "bccx" + uuid.uuid4().hex[:11]
-
-
-def own_comm() -> str:
-    """The comm of the calling thread, as bpf_get_current_comm() sees it."""
-    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
-        return f.read().strip()
 
 
 def run(comm: str, body: str, *args: str) -> str:
