@@ -7,12 +7,13 @@ import logging
 import os
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from . import __version__, config, headers, loader, server
+from . import __version__, config, headers, listing, loader, server
 from .bpf.btf import BTF
 from .bpf.syscall import BPFError, enable_stats
 from .errors import ConfigError, LoadError
@@ -20,6 +21,7 @@ from .metrics.events import EventPoller
 from .metrics.program import ProgramCollector
 from .metrics.self_metrics import ExporterCollector
 from .server import App
+from .snapshot import parse_duration, render, samples
 from .tracefs import ensure_mounted
 
 log = logging.getLogger("bcc_exporter")
@@ -32,6 +34,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bcc_exporter",
         description="Compile BPF programs with BCC and serve their maps as Prometheus metrics.",
+    )
+    p.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "list", "snapshot"],
+        help="serve (default): run the exporter; list: every program, its probes and whether "
+        "this kernel has them; snapshot NAME: run one program for --duration and print what "
+        "it saw, bcc-tools style",
+    )
+    p.add_argument("program", nargs="?", help="the program, for snapshot")
+    p.add_argument(
+        "--duration", default="5s", help="how long snapshot watches (default %(default)s)"
     )
     p.add_argument(
         "--config.dir",
@@ -90,7 +105,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds a compile worker may take (default %(default)s)",
     )
     p.add_argument("--version", action="version", version=f"bcc_exporter {__version__}")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.command == "snapshot" and not args.program:
+        p.error("snapshot needs the name of a program")
+    if args.command != "snapshot" and args.program:
+        p.error(f"unexpected argument {args.program!r}")
+    return args
 
 
 def setup_logging(level: str) -> None:
@@ -107,18 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        specs = config.select(
-            args.config_dir,
-            [n for n in (args.config_names or "").split(",") if n] or None,
-            args.config_files,
-        )
+        specs = select(args)
     except ConfigError as err:
         print(f"bcc_exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "list":
+        print(listing.describe(specs), end="")
+        return 0
     worker = loader.Worker(python=args.loader_python, timeout=args.loader_timeout)
+    if args.command == "snapshot":
+        return snapshot(args, specs, worker)
     if args.config_check:
         ensure_mounted()
-        return report_check(*start_programs(specs, worker))
+        collectors, failed, _ = start_all(specs, worker)
+        return report_check(collectors, failed)
     try:
         # Bound before loading, so a taken port fails in a second, not after every compile.
         listener = bind(args.listen)
@@ -128,10 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_mounted()
     # Held for the daemon's life: the kernel counts programs' run time only while it is open.
     stats_fd = _enable_stats()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        header_check = pool.submit(check_headers, worker)
-        collectors, failed = start_programs(specs, worker)
-        exporter = ExporterCollector(header_check.result())
+    collectors, failed, status = start_all(specs, worker)
+    exporter = ExporterCollector(status)
     exporter.set_programs(collectors, failed)
     poller = EventPoller([e for c in collectors for e in c.events])
     poller.start()
@@ -144,6 +164,72 @@ def main(argv: list[str] | None = None) -> int:
         if stats_fd is not None:
             os.close(stats_fd)
     log.info("stopped; every program detached")
+    return 0
+
+
+def select(args: argparse.Namespace) -> list[config.ProgramSpec]:
+    names = [n for n in (args.config_names or "").split(",") if n] or None
+    if args.command == "serve" or args.config_dir or names or args.config_files:
+        return config.select(args.config_dir, names, args.config_files)
+    # list and snapshot look at every built-in program, the ones off by default included.
+    return config.load(config.config_paths(None, None, []))
+
+
+def start_all(
+    specs: list[config.ProgramSpec], worker: loader.Worker
+) -> tuple[list[ProgramCollector], list[LoadError], headers.HeaderCheck | None]:
+    """Load every program, in parallel with the header check; programs that must read kernel
+    structs wait for its verdict and are refused when the headers do not match the kernel."""
+    plain = [s for s in specs if not s.program.reads_kernel_structs]
+    struct_readers = [s for s in specs if s.program.reads_kernel_structs]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        header_check = pool.submit(check_headers, worker)
+        collectors, failed = start_programs(plain, worker)
+        status = header_check.result()
+    if struct_readers and (status is None or not status.matched):
+        for spec in struct_readers:
+            err = LoadError(
+                spec.name,
+                f"refused: it reads kernel structs ({spec.program.reads_kernel_structs}) and "
+                "the kernel headers do not lay them out as this kernel does "
+                "(bcc_exporter_kernel_headers_match 0)",
+            )
+            log.error("%s", err)
+            failed.append(err)
+    elif struct_readers:
+        more, more_failed = start_programs(struct_readers, worker)
+        collectors += more
+        failed += more_failed
+    return collectors, failed, status
+
+
+def snapshot(
+    args: argparse.Namespace, specs: list[config.ProgramSpec], worker: loader.Worker
+) -> int:
+    """Attach one program, wait, print what it saw the way bcc-tools do, detach."""
+    chosen = [s for s in specs if s.name == args.program]
+    if not chosen:
+        known = ", ".join(s.name for s in specs)
+        print(f"bcc_exporter: no program {args.program!r} (known: {known})", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        seconds = parse_duration(args.duration)
+    except ValueError as err:
+        print(f"bcc_exporter: --duration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    ensure_mounted()
+    collectors, failed, _ = start_all(chosen, worker)
+    if failed:
+        print(f"bcc_exporter: {failed[0]}", file=sys.stderr)
+        return 1
+    [collector] = collectors
+    try:
+        before = samples(collector.collect())
+        log.info('snapshot: watching program "%s" for %g s', collector.program.name, seconds)
+        time.sleep(seconds)
+        print(render(list(collector.collect()), before), end="")
+    finally:
+        collector.close()
     return 0
 
 
