@@ -212,3 +212,16 @@ def test_a_field_width_a_decoder_cannot_read_names_metric_and_label(write_config
         "FAIL good: metrics.counters[0].labels[0].decoders: metric getppid_calls_total, "
         "label slot: ksym decodes 8-byte addresses, not 4\n"
     )
+
+
+def test_a_program_reading_kernel_structs_is_refused_while_headers_mismatch(daemon, write_config):
+    reader = GOOD.replace("  - name: good\n", "  - name: good\n    reads_kernel_structs: test\n")
+    exporter = daemon(f"--config.file={write_config('reader', reader)}")
+    matched = exporter.value("bcc_exporter_kernel_headers_match")
+    enabled = exporter.value("bcc_exporter_enabled_programs", program="good")
+    assert enabled == matched  # served only where the headers describe this kernel
+    if not matched:
+        assert (
+            'program "good": refused: it reads kernel structs (test) and the kernel headers '
+            "do not lay them out as this kernel does"
+        ) in exporter.log()
