@@ -16,8 +16,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from exporter.config import select
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PROGRAMS = ("syscalls", "opens", "biolatency")
 
 
 def free_port() -> int:
@@ -31,11 +32,13 @@ def scrape(url: str) -> bytes:
         return bytes(response.read())
 
 
-def complete(body: bytes) -> bool:
-    """Every default program is loaded and collected."""
+def complete(body: bytes, programs: list[str]) -> bool:
+    """Every default program is loaded and collected (or skipped: this kernel lacks it)."""
     text = body.decode()
     return all(
-        f'bcc_exporter_collect_success{{program="{p}"}} 1.0' in text for p in DEFAULT_PROGRAMS
+        f'bcc_exporter_collect_success{{program="{p}"}} 1.0' in text
+        or f'bcc_exporter_enabled_programs{{program="{p}"}} 0.0' in text
+        for p in programs
     )
 
 
@@ -53,7 +56,7 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def run(scrapes: int) -> dict[str, float]:
+def run(scrapes: int, programs: list[str]) -> dict[str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     started = time.monotonic()
@@ -72,7 +75,7 @@ def run(scrapes: int) -> dict[str, float]:
     try:
         while True:
             try:
-                if complete(scrape(url)):
+                if complete(scrape(url), programs):
                     break
             except OSError:
                 pass
@@ -105,14 +108,15 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    runs = [run(args.scrapes) for _ in range(args.runs)]
+    programs = [spec.name for spec in select(None, None, [])]
+    runs = [run(args.scrapes, programs) for _ in range(args.runs)]
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
     print(
         f"machine: {os.cpu_count()} cores, {cpu_model()}, kernel {platform.release()}, "
-        f"{time.strftime('%Y-%m-%d')}; default config ({', '.join(DEFAULT_PROGRAMS)}), "
+        f"{time.strftime('%Y-%m-%d')}; default config ({', '.join(programs)}), "
         f"median of {args.runs} runs"
     )
     print()
