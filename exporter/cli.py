@@ -5,23 +5,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from . import __version__, config, headers, listing, loader, server
-from .bpf.btf import BTF
+from . import __version__, config, listing, loader, server, web_config
 from .bpf.syscall import BPFError, enable_stats
 from .errors import ConfigError, LoadError
-from .metrics.events import EventPoller
-from .metrics.program import ProgramCollector
+from .metrics.program import MAX_SERIES, ProgramCollector
 from .metrics.self_metrics import ExporterCollector
 from .server import App
 from .snapshot import parse_duration, render, samples
+from .supervisor import Supervisor, start_all
 from .tracefs import ensure_mounted
 
 log = logging.getLogger("bcc_exporter")
@@ -88,6 +88,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="path of the metrics endpoint (default %(default)s)",
     )
     p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        help="TLS, basic auth and response headers, in Prometheus exporter-toolkit's "
+        "web config format",
+    )
+    p.add_argument(
+        "--metrics.max-series",
+        dest="max_series",
+        type=int,
+        default=MAX_SERIES,
+        help="series one metric may export; past it, new series are dropped and counted in "
+        "bcc_exporter_series_dropped_total (default %(default)s)",
+    )
+    p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
     )
     p.add_argument(
@@ -128,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         specs = select(args)
+        web = web_config.load(args.web_config_file)
     except ConfigError as err:
         print(f"bcc_exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -150,17 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     ensure_mounted()
     # Held for the daemon's life: the kernel counts programs' run time only while it is open.
     stats_fd = _enable_stats()
-    collectors, failed, status = start_all(specs, worker)
-    exporter = ExporterCollector(status)
-    exporter.set_programs(collectors, failed)
-    poller = EventPoller([e for c in collectors for e in c.events])
-    poller.start()
+    exporter = ExporterCollector()
+    supervisor = Supervisor(worker, exporter, lambda: select(args), args.max_series)
+    supervisor.start(specs)
+    # A reload compiles in workers for seconds: never in the signal handler's frame.
+    signal.signal(
+        signal.SIGHUP, lambda *_: threading.Thread(target=supervisor.reload, name="reload").start()
+    )
     try:
-        serve(exporter, listener, args.telemetry_path)
+        serve(exporter, listener, args.telemetry_path, web)
     finally:
-        poller.stop()
-        for c in collectors:
-            c.close()
+        supervisor.close()
         if stats_fd is not None:
             os.close(stats_fd)
     log.info("stopped; every program detached")
@@ -173,34 +189,6 @@ def select(args: argparse.Namespace) -> list[config.ProgramSpec]:
         return config.select(args.config_dir, names, args.config_files)
     # list and snapshot look at every built-in program, the ones off by default included.
     return config.load(config.config_paths(None, None, []))
-
-
-def start_all(
-    specs: list[config.ProgramSpec], worker: loader.Worker
-) -> tuple[list[ProgramCollector], list[LoadError], headers.HeaderCheck | None]:
-    """Load every program, in parallel with the header check; programs that must read kernel
-    structs wait for its verdict and are refused when the headers do not match the kernel."""
-    plain = [s for s in specs if not s.program.reads_kernel_structs]
-    struct_readers = [s for s in specs if s.program.reads_kernel_structs]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        header_check = pool.submit(check_headers, worker)
-        collectors, failed = start_programs(plain, worker)
-        status = header_check.result()
-    if struct_readers and (status is None or not status.matched):
-        for spec in struct_readers:
-            err = LoadError(
-                spec.name,
-                f"refused: it reads kernel structs ({spec.program.reads_kernel_structs}) and "
-                "the kernel headers do not lay them out as this kernel does "
-                "(bcc_exporter_kernel_headers_match 0)",
-            )
-            log.error("%s", err)
-            failed.append(err)
-    elif struct_readers:
-        more, more_failed = start_programs(struct_readers, worker)
-        collectors += more
-        failed += more_failed
-    return collectors, failed, status
 
 
 def snapshot(
@@ -233,58 +221,12 @@ def snapshot(
     return 0
 
 
-def check_headers(worker: loader.Worker) -> headers.HeaderCheck | None:
-    """Say which headers programs compile against, and loudly when they misdescribe the kernel."""
-    source = headers.headers_source()
-    log.info(
-        "compiling against kernel headers at %s (release %s) for kernel %s",
-        source.path,
-        source.release or "unknown",
-        source.kernel_release,
-    )
-    try:
-        meta, _, stderr = worker.run({"header_fields": headers.DEFAULT_FIELDS}, "header check")
-        if not meta.get("ok"):
-            raise LoadError("header check", meta.get("error") or stderr.strip()[-300:])
-        check = headers.compare(BTF.load(), meta["offsets"], source)
-    except (LoadError, OSError, ValueError) as err:
-        log.warning("cannot check the kernel headers against the kernel's BTF: %s", err)
-        return None
-    if check.matched:
-        log.info(
-            "kernel headers agree with the kernel's BTF on all %d struct fields checked",
-            check.checked,
-        )
-    else:
-        log.warning("%s", check.warning())
-    return check
-
-
 def _enable_stats() -> int | None:
     try:
         return enable_stats()
     except BPFError as err:
         log.warning("BPF run-time stats unavailable (%s): run_count/run_seconds stay 0", err)
         return None
-
-
-def start_programs(
-    specs: list[config.ProgramSpec], worker: loader.Worker
-) -> tuple[list[ProgramCollector], list[LoadError]]:
-    collectors: list[ProgramCollector] = []
-    failed: list[LoadError] = []
-    for result in loader.load_all(specs, worker):
-        if isinstance(result, LoadError):
-            failed.append(result)
-            continue
-        try:
-            collectors.append(ProgramCollector(result))
-        except LoadError as err:
-            log.error("%s", err)
-            result.close()
-            failed.append(err)
-    log.info("%d of %d programs running", len(collectors), len(specs))
-    return collectors, failed
 
 
 def report_check(collectors: list[ProgramCollector], failed: list[LoadError]) -> int:
@@ -302,6 +244,9 @@ def bind(address: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: uvicorn writes a response's head and body apart, and
+    # Nagle plus the scraper's delayed ACK would stall every keep-alive scrape by ~40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind((host, int(port)))
@@ -309,13 +254,20 @@ def bind(address: str) -> socket.socket:
     return sock
 
 
-def serve(exporter: ExporterCollector, listener: socket.socket, telemetry_path: str) -> None:
+def serve(
+    exporter: ExporterCollector,
+    listener: socket.socket,
+    telemetry_path: str,
+    web: web_config.WebConfig | None = None,
+) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(exporter)
     ProcessCollector(registry=registry)
     host, port = listener.getsockname()[:2]
     log.info("serving %s on %s:%d", telemetry_path, host, port)
-    server.serve(App(registry, exporter, telemetry_path), listener)
+    if web is not None:
+        log.info("web config %s: %s", web.path, web.summary)
+    server.serve(App(registry, exporter, telemetry_path), listener, web)
 
 
 if __name__ == "__main__":

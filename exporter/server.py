@@ -2,6 +2,9 @@
 
 Collection reads BPF maps and decodes keys: it runs in a thread so the event loop keeps
 answering other requests (health checks, concurrent scrapes) meanwhile.
+
+With --web.config.file, `Guard` wraps the app (basic auth, extra headers) and uvicorn serves
+TLS with the context `exporter.web_config` built.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .metrics.self_metrics import PREFIX, ExporterCollector
+from .web_config import OPEN_PATHS, BasicAuth, WebConfig
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class App:
@@ -107,6 +112,44 @@ async def _respond(
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
+class Guard:
+    """exporter-toolkit's web handler: the configured headers on every response (401 too),
+    and basic auth on every path but OPEN_PATHS, answering 401 with `WWW-Authenticate: Basic`."""
+
+    def __init__(
+        self, app: ASGIApp, auth: BasicAuth | None, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self.app = app
+        self.auth = auth
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and self.headers:
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        if self.auth is not None and scope["path"] not in OPEN_PATHS:
+            authorization = next(
+                (v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"),
+                None,
+            )
+            if not await self.auth.check(authorization):
+                await _respond(
+                    send_with_headers,
+                    401,
+                    b"Unauthorized\n",
+                    "text/plain; charset=utf-8",
+                    [("www-authenticate", "Basic")],
+                )
+                return
+        await self.app(scope, receive, send_with_headers)
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the
     process before it detaches its programs and exits 0: here a signal only asks it to stop."""
@@ -117,9 +160,23 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(app: App, listener: socket.socket) -> None:
-    """Serve until SIGTERM or SIGINT."""
+def serve(app: App, listener: socket.socket, web: WebConfig | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; over TLS and behind basic auth as `web` says."""
+    auth = web.authenticator() if web else None
+    asgi: ASGIApp = Guard(app, auth, web.headers) if web else app
+    tls = web.tls if web else None
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        asgi,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        # The context is built whole (versions, client CA) by web_config; uvicorn's ssl_*
+        # parameters cannot say min_version.
+        ssl_context_factory=(lambda _config, _default: tls) if tls else None,
     )
-    _Server(config).run(sockets=[listener])
+    try:
+        _Server(config).run(sockets=[listener])
+    finally:
+        if auth:
+            auth.close()

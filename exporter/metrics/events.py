@@ -100,4 +100,5 @@ class EventPoller(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
-        self.join(timeout=2)
+        if self.ident is not None:  # started
+            self.join(timeout=2)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
+from typing import TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -22,6 +24,12 @@ from ..loader import LoadedProgram
 from .events import EventCounter
 from .histogram import Buckets
 from .labels import Field, LabelDecoder, is_cpu_label, layout
+
+log = logging.getLogger(__name__)
+
+# Series one metric may export; past it, series are dropped and counted (--metrics.max-series).
+MAX_SERIES = 20_000
+V = TypeVar("V")
 
 
 class MetricReader:
@@ -53,6 +61,8 @@ class MetricReader:
             self.bucket = None
         self.labels = LabelDecoder(where, fields, span)
         self.is_array = self.reader.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
+        self.entries_read = 0  # keys in the map at the last collection
+        self.series_dropped = 0
         self.cpus = [str(cpu) for cpu in possible_cpus()]
 
     @property
@@ -63,14 +73,18 @@ class MetricReader:
         """(key, label values, value) of every entry whose labels decode; per-CPU maps are
         summed over CPUs, or give one entry per CPU when the metric has a cpu label."""
         if self.cpu_label is None:
-            for key, value in self.reader.items():
+            items = self.reader.items()
+            self.entries_read = len(items)
+            for key, value in items:
                 if value or not skip_zero:
                     labels = self.labels(key)
                     if labels is not None:
                         yield key, labels, value
             return
         at = self.cpu_label
-        for key, values in self.reader.items_per_cpu():
+        per_cpu = self.reader.items_per_cpu()
+        self.entries_read = len(per_cpu)
+        for key, values in per_cpu:
             labels = self.labels(key)
             if labels is None:
                 continue
@@ -103,8 +117,9 @@ def _cpu_label(program: str, where: str, labels: list[Label], reader: MapReader)
 class ProgramCollector:
     """The metric families of one program; a lock makes concurrent scrapes take turns."""
 
-    def __init__(self, program: LoadedProgram) -> None:
+    def __init__(self, program: LoadedProgram, max_series: int = MAX_SERIES) -> None:
         self.program = program
+        self.max_series = max_series
         metrics = program.spec.program.metrics
         self.counters = [
             MetricReader(program, f"metrics.counters[{i}]", c)
@@ -124,19 +139,29 @@ class ProgramCollector:
             if c.perf_map is not None
         ]
         self._lock = threading.Lock()
+        self.closed = False
+
+    @property
+    def map_readers(self) -> list[MetricReader]:
+        return [*self.counters, *self.gauges, *(r for r, _ in self.histograms)]
 
     @property
     def readers(self) -> list[MetricReader | EventCounter]:
-        return [*self.counters, *self.gauges, *(r for r, _ in self.histograms), *self.events]
+        return [*self.map_readers, *self.events]
 
     def close(self) -> None:
-        """Stop reading, then detach: closing the program's fds frees everything."""
-        for events in self.events:
-            events.close()
-        self.program.close()
+        """Stop reading, then detach: closing the program's fds frees everything. Waits for
+        a collection in progress, which would otherwise read fds the kernel may reuse."""
+        with self._lock:
+            self.closed = True
+            for events in self.events:
+                events.close()
+            self.program.close()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
+            if self.closed:  # replaced by a reload while this scrape began
+                return
             families: list[Metric] = []
             families.extend(self._counter(r) for r in self.counters)
             families.extend(self._gauge(r) for r in self.gauges)
@@ -150,7 +175,7 @@ class ProgramCollector:
             _name(self.program, config), config.help, labels=reader.label_names
         )
         # Array slots exist before anything happened: a zero slot counted nothing, no series.
-        for labels, value in reader.summed(skip_zero=reader.is_array).items():
+        for labels, value in self._bounded(reader, reader.summed(skip_zero=reader.is_array)):
             family.add_metric(labels, value)
         return family
 
@@ -159,7 +184,7 @@ class ProgramCollector:
         family = GaugeMetricFamily(
             _name(self.program, config), config.help, labels=reader.label_names
         )
-        for labels, value in reader.summed().items():
+        for labels, value in self._bounded(reader, reader.summed()):
             family.add_metric(labels, value)
         return family
 
@@ -178,10 +203,30 @@ class ProgramCollector:
         family = HistogramMetricFamily(
             _name(self.program, config), config.help, labels=reader.label_names
         )
-        for labels, counts in per_series.items():
+        for labels, counts in self._bounded(reader, per_series):
             series, total = buckets.render(counts)
             family.add_metric(list(labels), series, total)
         return family
+
+    def _bounded(
+        self, reader: MetricReader, series: dict[tuple[str, ...], V]
+    ) -> list[tuple[tuple[str, ...], V]]:
+        """At most max_series of them: past the limit a metric's new series are dropped (the
+        first ones seen are kept, so existing series do not flap) and counted."""
+        items = list(series.items())
+        if len(items) <= self.max_series:
+            return items
+        dropped = len(items) - self.max_series
+        reader.series_dropped += dropped
+        log.warning(
+            'program "%s": %s has %d series, over the limit of %d: %d dropped',
+            self.program.name,
+            reader.config.name,
+            len(items),
+            self.max_series,
+            dropped,
+        )
+        return items[: self.max_series]
 
 
 def _name(program: LoadedProgram, config: MetricConfig) -> str:

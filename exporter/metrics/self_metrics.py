@@ -28,6 +28,13 @@ class ExporterCollector:
         self.headers = headers
         self.collectors: list[ProgramCollector] = []
         self.failed: list[LoadError] = []
+        self.last_reload_successful = True
+        self.last_reload_success_time = time.time()
+
+    def reloaded(self, successful: bool) -> None:
+        self.last_reload_successful = successful
+        if successful:
+            self.last_reload_success_time = time.time()
 
     def set_programs(
         self, collectors: Iterable[ProgramCollector], failed: Iterable[LoadError]
@@ -61,6 +68,7 @@ class ExporterCollector:
         yield success
         yield duration
         yield from self._program_metrics()
+        yield from self._reload_metrics()
         yield from self._build_metrics()
 
     def _program_metrics(self) -> Iterator[Metric]:
@@ -103,6 +111,7 @@ class ExporterCollector:
         for err in self.failed:
             enabled.add_metric([err.program], 0)
         yield from (enabled, attached, compile_seconds, decoder_errors, lost)
+        yield from self._map_metrics()
         yield from self._v1_enabled_programs()
         yield from _run_stats(c.program for c in self.collectors)
 
@@ -116,6 +125,48 @@ class ExporterCollector:
             for name in v1:
                 enabled.add_metric([name], 1)
             yield enabled
+
+    def _map_metrics(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_series_dropped",
+            "Series over the per-metric limit (--metrics.max-series), not exported.",
+            labels=["program", "metric"],
+        )
+        entries = GaugeMetricFamily(
+            f"{PREFIX}_map_entries",
+            "Keys in a hash map a metric reads, at its last collection (fill: / max_entries).",
+            labels=["program", "map"],
+        )
+        capacity = GaugeMetricFamily(
+            f"{PREFIX}_map_max_entries",
+            "Capacity of a hash map a metric reads: updates fail once it is full.",
+            labels=["program", "map"],
+        )
+        for collector in self.collectors:
+            name = collector.program.name
+            fill: dict[str, tuple[int, int]] = {}  # several metrics may read one map
+            for reader in collector.map_readers:
+                dropped.add_metric([name, reader.config.name], reader.series_dropped)
+                if not reader.is_array and reader.config.map:
+                    fill[reader.config.map] = (reader.entries_read, reader.reader.info.max_entries)
+            for map_name, (count, most) in sorted(fill.items()):
+                entries.add_metric([name, map_name], count)
+                capacity.add_metric([name, map_name], most)
+        yield from (dropped, entries, capacity)
+
+    def _reload_metrics(self) -> Iterator[Metric]:
+        successful = GaugeMetricFamily(
+            f"{PREFIX}_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful.",
+        )
+        successful.add_metric([], 1 if self.last_reload_successful else 0)
+        when = GaugeMetricFamily(
+            f"{PREFIX}_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload.",
+        )
+        when.add_metric([], self.last_reload_success_time)
+        yield successful
+        yield when
 
     def _build_metrics(self) -> Iterator[Metric]:
         build = GaugeMetricFamily(

@@ -123,3 +123,52 @@ def test_concurrent_scrapes_all_succeed_and_never_go_backwards(daemon):
     assert errors == []
     for values in seen:
         assert values == sorted(values) and values[-1] > 0
+
+
+FIFTY_KEYS = """
+programs:
+  - name: many
+    code: |
+      BPF_HASH(calls, u32, u64, 128);
+      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+          if (bpf_get_current_pid_tgid() >> 32 != TARGET_TGID)
+              return 0;
+          u32 zero = 0;
+          u64 *n = calls.lookup(&zero);
+          u32 key = n ? *n + 1 : 1;   // 0 counts calls; keys 1..50 one each
+          calls.increment(key);
+          calls.increment(zero);
+          return 0;
+      }
+    cflags: ["-DTARGET_TGID=%d"]
+    metrics:
+      counters:
+        - name: many_total
+          help: one series per getppid call.
+          map: calls
+          labels:
+            - {name: key, size: 4, decoders: [{name: uint}]}
+"""
+
+
+def test_series_over_the_limit_are_dropped_and_counted_and_map_fill_shown(daemon, write_config):
+    config = write_config("many", FIFTY_KEYS % os.getpid())
+    exporter = daemon(f"--config.file={config}", "--metrics.max-series=23")
+    for _ in range(50):
+        os.getppid()
+    samples = exporter.scrape()
+    series = [labels for (name, labels), _ in samples.items() if name == "bcc_many_total"]
+    assert len(series) == 23
+    assert (
+        samples[
+            (
+                "bcc_exporter_series_dropped_total",
+                frozenset({("program", "many"), ("metric", "many_total")}),
+            )
+        ]
+        == 51 - 23
+    )
+    fill = frozenset({("program", "many"), ("map", "calls")})
+    assert samples[("bcc_exporter_map_entries", fill)] == 51
+    assert samples[("bcc_exporter_map_max_entries", fill)] == 128
+    assert "many_total has 51 series, over the limit of 23: 28 dropped" in exporter.log()

@@ -137,6 +137,11 @@ programs:
       int send_event(struct tracepoint__syscalls__sys_enter_getppid *args) {
           struct event_t event = {.ts = bpf_ktime_get_ns()};
           bpf_get_current_comm(&event.comm, sizeof(event.comm));
+          // Only test workloads (comm "bccx..."): a getppid storm elsewhere on the machine
+          // would fill the ring and the test's own events would be lost (and counted lost).
+          if (event.comm[0] != 'b' || event.comm[1] != 'c' || event.comm[2] != 'c'
+              || event.comm[3] != 'x')
+              return 0;
           events.perf_submit(args, &event, sizeof(event));
           return 0;
       }
@@ -179,7 +184,7 @@ def test_v1_config_runs_unchanged(daemon, write_config):
 import time
 for _ in range({K}):
     os.getppid()
-    time.sleep(0.010)
+    time.sleep(0.017)
 """,
     )
     for _ in range(K):
@@ -194,8 +199,8 @@ for _ in range({K}):
         "kaddr": value("ebpf_exporter_kaddr_calls_total", function="do_sys_openat2"),
         "raw": value("ebpf_exporter_raw_getppid_total", comm=comm),
         "events": value("ebpf_exporter_getppid_events_total", comm=comm),
-        "le_8ms": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.008192"),
         "le_16ms": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.016384"),
+        "le_32ms": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.032768"),
         "le_max": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="67.108864"),
         "count": value("ebpf_exporter_sleep_latency_seconds_count", **series),
     }
@@ -204,12 +209,12 @@ for _ in range({K}):
         "kaddr": K,
         "raw": K,
         "events": K,
-        "le_8ms": 0,
-        "le_16ms": K,
+        "le_16ms": 0,
+        "le_32ms": K,
         "le_max": K,
         "count": K,
     }
-    assert K * 0.010 <= value("ebpf_exporter_sleep_latency_seconds_sum", **series) < K * 0.016384
+    assert K * 0.017 <= value("ebpf_exporter_sleep_latency_seconds_sum", **series) < K * 0.032768
     for name in ("kaddr_calls", "sleeps", "raw_getppid", "getppid_events"):
         assert value("ebpf_exporter_enabled_programs", name=name) == 1
     if not kprobes_available():

@@ -19,6 +19,7 @@ class Collector:
             spec=SimpleNamespace(program=SimpleNamespace(namespace="bcc")),
         )
         self.readers: list[object] = []
+        self.map_readers: list[object] = []
         self.events: list[object] = []
         self.fail = fail
 

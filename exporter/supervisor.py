@@ -1,0 +1,206 @@
+"""The running set of programs: started in parallel, reloaded without losing counts, stopped.
+
+A reload compiles only what changed. Programs whose definition (digest) is unchanged keep
+their fds, so their kernel maps, and so their counts. New and changed programs are swapped
+in only when every one of them attached; if any fails, the running set stays as it was and
+the reload is reported failed, as Prometheus does with its own config.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from . import headers, loader
+from .bpf.btf import BTF
+from .config import ProgramSpec
+from .errors import ConfigError, LoadError
+from .metrics.events import EventPoller
+from .metrics.program import MAX_SERIES, ProgramCollector
+from .metrics.self_metrics import ExporterCollector
+
+log = logging.getLogger(__name__)
+
+
+def check_headers(worker: loader.Worker) -> headers.HeaderCheck | None:
+    """Say which headers programs compile against, and loudly when they misdescribe the kernel."""
+    source = headers.headers_source()
+    log.info(
+        "compiling against kernel headers at %s (release %s) for kernel %s",
+        source.path,
+        source.release or "unknown",
+        source.kernel_release,
+    )
+    try:
+        meta, _, stderr = worker.run({"header_fields": headers.DEFAULT_FIELDS}, "header check")
+        if not meta.get("ok"):
+            raise LoadError("header check", meta.get("error") or stderr.strip()[-300:])
+        check = headers.compare(BTF.load(), meta["offsets"], source)
+    except (LoadError, OSError, ValueError) as err:
+        log.warning("cannot check the kernel headers against the kernel's BTF: %s", err)
+        return None
+    if check.matched:
+        log.info(
+            "kernel headers agree with the kernel's BTF on all %d struct fields checked",
+            check.checked,
+        )
+    else:
+        log.warning("%s", check.warning())
+    return check
+
+
+def start_programs(
+    specs: list[ProgramSpec], worker: loader.Worker, max_series: int = MAX_SERIES
+) -> tuple[list[ProgramCollector], list[LoadError]]:
+    collectors: list[ProgramCollector] = []
+    failed: list[LoadError] = []
+    for result in loader.load_all(specs, worker):
+        if isinstance(result, LoadError):
+            failed.append(result)
+            continue
+        try:
+            collectors.append(ProgramCollector(result, max_series))
+        except LoadError as err:
+            log.error("%s", err)
+            result.close()
+            failed.append(err)
+    log.info("%d of %d programs running", len(collectors), len(specs))
+    return collectors, failed
+
+
+def start_all(
+    specs: list[ProgramSpec], worker: loader.Worker, max_series: int = MAX_SERIES
+) -> tuple[list[ProgramCollector], list[LoadError], headers.HeaderCheck | None]:
+    """Load every program, in parallel with the header check; programs that must read kernel
+    structs wait for its verdict and are refused when the headers do not match the kernel."""
+    plain = [s for s in specs if not s.program.reads_kernel_structs]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        header_check = pool.submit(check_headers, worker)
+        collectors, failed = start_programs(plain, worker, max_series)
+        status = header_check.result()
+    more, more_failed = start_struct_readers(specs, worker, status, max_series)
+    return collectors + more, failed + more_failed, status
+
+
+def start_struct_readers(
+    specs: list[ProgramSpec],
+    worker: loader.Worker,
+    status: headers.HeaderCheck | None,
+    max_series: int = MAX_SERIES,
+) -> tuple[list[ProgramCollector], list[LoadError]]:
+    readers = [s for s in specs if s.program.reads_kernel_structs]
+    if not readers or (status is not None and status.matched):
+        return start_programs(readers, worker, max_series) if readers else ([], [])
+    refused = []
+    for spec in readers:
+        err = LoadError(
+            spec.name,
+            f"refused: it reads kernel structs ({spec.program.reads_kernel_structs}) and "
+            "the kernel headers do not lay them out as this kernel does "
+            "(bcc_exporter_kernel_headers_match 0)",
+        )
+        log.error("%s", err)
+        refused.append(err)
+    return [], refused
+
+
+class Supervisor:
+    """Owns the running programs and their event poller; publishes them to the collector."""
+
+    def __init__(
+        self,
+        worker: loader.Worker,
+        exporter: ExporterCollector,
+        select: Callable[[], list[ProgramSpec]],
+        max_series: int = MAX_SERIES,
+    ) -> None:
+        self.worker = worker
+        self.max_series = max_series
+        self.exporter = exporter
+        self.select = select
+        self.status: headers.HeaderCheck | None = None
+        self.running: dict[str, ProgramCollector] = {}
+        # Programs that failed, by name, with the digest that failed: not retried unchanged.
+        self.failed: dict[str, tuple[str, LoadError]] = {}
+        self.poller = EventPoller([])
+        self._lock = threading.Lock()
+
+    def start(self, specs: list[ProgramSpec]) -> None:
+        collectors, failed, self.status = start_all(specs, self.worker, self.max_series)
+        self.exporter.headers = self.status
+        digests = {s.name: s.digest for s in specs}
+        self._publish(
+            {c.program.name: c for c in collectors},
+            {e.program: (digests[e.program], e) for e in failed},
+        )
+        self.exporter.reloaded(True)
+
+    def reload(self) -> str | None:
+        """Apply the config as it is now; return None, or why the running set was kept."""
+        with self._lock:
+            try:
+                error = self._reload()
+            except ConfigError as err:
+                error = str(err)
+            if error is not None:
+                log.error("reload failed, the running programs are unchanged: %s", error)
+            self.exporter.reloaded(error is None)
+            return error
+
+    def _reload(self) -> str | None:
+        specs = self.select()
+        wanted = {s.name: s for s in specs}
+        keep = {
+            name: c
+            for name, c in self.running.items()
+            if name in wanted and c.program.spec.digest == wanted[name].digest
+        }
+        still_failed = {
+            name: (digest, err)
+            for name, (digest, err) in self.failed.items()
+            if name in wanted and digest == wanted[name].digest
+        }
+        fresh = [s for s in specs if s.name not in keep and s.name not in still_failed]
+        log.info(
+            "reload: %d unchanged, %d to compile, %d removed",
+            len(keep),
+            len(fresh),
+            len(set(self.running) - set(wanted)),
+        )
+        plain = [s for s in fresh if not s.program.reads_kernel_structs]
+        collectors, failed = start_programs(plain, self.worker, self.max_series)
+        more, more_failed = start_struct_readers(fresh, self.worker, self.status, self.max_series)
+        collectors += more
+        failed += more_failed
+        errors = [e for e in failed if not e.unavailable]
+        if errors:
+            for collector in collectors:
+                collector.close()
+            return "; ".join(str(e) for e in errors)
+        old = self.running
+        self._publish(
+            {**keep, **{c.program.name: c for c in collectors}},
+            {**still_failed, **{e.program: (wanted[e.program].digest, e) for e in failed}},
+        )
+        for name, collector in old.items():
+            if keep.get(name) is not collector:
+                collector.close()  # waits for a scrape reading it to finish
+        return None
+
+    def _publish(
+        self, running: dict[str, ProgramCollector], failed: dict[str, tuple[str, LoadError]]
+    ) -> None:
+        self.poller.stop()
+        self.running, self.failed = running, failed
+        self.exporter.set_programs(running.values(), [err for _, err in failed.values()])
+        self.poller = EventPoller([e for c in running.values() for e in c.events])
+        self.poller.start()
+
+    def close(self) -> None:
+        with self._lock:
+            self.poller.stop()
+            for collector in self.running.values():
+                collector.close()
+            self.running = {}
