@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -95,6 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "web config format",
     )
     p.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="serve POST/PUT /-/reload (reload the config, as SIGHUP does)",
+    )
+    p.add_argument(
         "--metrics.max-series",
         dest="max_series",
         type=int,
@@ -174,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.SIGHUP, lambda *_: threading.Thread(target=supervisor.reload, name="reload").start()
     )
     try:
-        serve(exporter, listener, args.telemetry_path, web)
+        lifecycle = supervisor.reload if args.enable_lifecycle else None
+        serve(exporter, listener, args.telemetry_path, web, lifecycle)
     finally:
         supervisor.close()
         if stats_fd is not None:
@@ -259,6 +267,7 @@ def serve(
     listener: socket.socket,
     telemetry_path: str,
     web: web_config.WebConfig | None = None,
+    reload: Callable[[], str | None] | None = None,
 ) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(exporter)
@@ -267,7 +276,7 @@ def serve(
     log.info("serving %s on %s:%d", telemetry_path, host, port)
     if web is not None:
         log.info("web config %s: %s", web.path, web.summary)
-    server.serve(App(registry, exporter, telemetry_path), listener, web)
+    server.serve(App(registry, exporter, telemetry_path, reload), listener, web)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class App:
     def __init__(
-        self, registry: CollectorRegistry, exporter: ExporterCollector, telemetry_path: str
+        self,
+        registry: CollectorRegistry,
+        exporter: ExporterCollector,
+        telemetry_path: str,
+        reload: Callable[[], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.exporter = exporter
         self.telemetry_path = telemetry_path
+        # /-/reload, as Prometheus: only with --web.enable-lifecycle; returns the error or None.
+        self.reload = reload
         self.scrape_duration = Histogram(
             f"{PREFIX}_scrape_duration_seconds",
             "Time to collect and render one /metrics response.",
@@ -60,10 +66,26 @@ class App:
             await _respond(send, 200, body, content_type, extra, head=method == "HEAD")
         elif path == "/healthz":
             await _respond(send, 200, b"ok\n", "text/plain", head=method == "HEAD")
+        elif path == "/-/reload":
+            await self._reload(method, send)
         elif path == "/":
             await _respond(send, 200, self.landing_page(), "text/html", head=method == "HEAD")
         else:
             await _respond(send, 404, b"not found\n", "text/plain")
+
+    async def _reload(self, method: str, send: Send) -> None:
+        if method not in ("POST", "PUT"):
+            await _respond(send, 405, b"only POST or PUT\n", "text/plain", [("allow", "POST, PUT")])
+        elif self.reload is None:
+            await _respond(send, 403, b"Lifecycle API is not enabled.\n", "text/plain")
+        else:
+            error = await asyncio.to_thread(self.reload)  # compiles in workers: seconds
+            if error is None:
+                await _respond(send, 200, b"", "text/plain")
+            else:
+                await _respond(
+                    send, 500, f"failed to reload config: {error}\n".encode(), "text/plain"
+                )
 
     def render(self, accept: str, accept_encoding: str) -> tuple[bytes, str, list[tuple[str, str]]]:
         started = time.perf_counter()

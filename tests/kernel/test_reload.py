@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from .test_daemon import bpf_prog_ids
@@ -106,3 +108,29 @@ def test_a_broken_reload_keeps_everything_running(daemon, tmp_path):
     for _ in range(11):
         os.getppid()
     assert exporter.value("bcc_kept_calls_total", slot="0") == 34
+
+
+def post(exporter, path: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    request = urllib.request.Request(exporter.url + path, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_http_reload_only_with_the_lifecycle_flag(daemon, tmp_path):
+    write(tmp_path, "kept", "getppid")
+    closed = daemon(f"--config.dir={tmp_path}")
+    assert post(closed, "/-/reload") == (403, "Lifecycle API is not enabled.\n")
+    exporter = daemon(f"--config.dir={tmp_path}", "--web.enable-lifecycle")
+    for _ in range(23):
+        os.getppid()
+    write(tmp_path, "added", "getuid")
+    assert post(exporter, "/-/reload") == (200, "")
+    assert exporter.value("bcc_exporter_enabled_programs", program="added") == 1
+    assert exporter.value("bcc_kept_calls_total", slot="0") == 23  # kept through the reload
+    (tmp_path / "added.yaml").write_text("programs: [")
+    status, body = post(exporter, "/-/reload")
+    assert status == 500 and body.startswith("failed to reload config: ")
+    assert "invalid YAML" in body
