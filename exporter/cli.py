@@ -71,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a config file (repeatable)",
     )
     p.add_argument(
+        "--config.allow-insecure-permissions",
+        dest="allow_insecure_permissions",
+        action="store_true",
+        help="load config files and program sources that are group- or world-writable or "
+        "owned by another user (refused by default: they are code for the kernel)",
+    )
+    p.add_argument(
         "--config.check",
         dest="config_check",
         action="store_true",
@@ -194,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 def select(args: argparse.Namespace) -> list[config.ProgramSpec]:
     names = [n for n in (args.config_names or "").split(",") if n] or None
     if args.command == "serve" or args.config_dir or names or args.config_files:
-        return config.select(args.config_dir, names, args.config_files)
-    # list and snapshot look at every built-in program, the ones off by default included.
-    return config.load(config.config_paths(None, None, []))
+        specs = config.select(args.config_dir, names, args.config_files)
+    else:
+        # list and snapshot look at every built-in program, the ones off by default included.
+        specs = config.load(config.config_paths(None, None, []))
+    if not args.allow_insecure_permissions:
+        config.check_permissions(specs)
+    return specs
 
 
 def snapshot(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,31 @@ def select(
     if config_dir is None and not names and not files:
         specs = [spec for spec in specs if spec.program.default]
     return specs
+
+
+def check_permissions(specs: Iterable[ProgramSpec]) -> None:
+    """Config files and program sources are code for the kernel: refuse the ones another user
+    could have changed (group- or world-writable, or owned by someone but root or us)."""
+    for spec in specs:
+        files = [spec.origin]
+        if spec.program.source is not None:
+            files.append((spec.origin.parent / spec.program.source).resolve())
+        for path in files:
+            problem = _untrusted(path)
+            if problem:
+                raise ConfigError(
+                    f'{path}: program "{spec.name}": {problem}; fix it (chmod go-w / chown) or '
+                    "pass --config.allow-insecure-permissions"
+                )
+
+
+def _untrusted(path: Path) -> str | None:
+    info = path.stat()
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by {'group' if info.st_mode & stat.S_IWGRP else 'others'}"
+    if info.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {info.st_uid}, neither root nor this daemon's user"
+    return None
 
 
 def config_paths(

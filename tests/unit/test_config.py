@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from exporter.config import BUILTIN_DIR, ProgramSpec, config_paths, load, load_file, select
+from exporter.config import (
+    BUILTIN_DIR,
+    ProgramSpec,
+    check_permissions,
+    config_paths,
+    load,
+    load_file,
+    select,
+)
 from exporter.config.probes import Probe
 from exporter.errors import ConfigError
 
@@ -512,3 +521,33 @@ def test_digest_follows_the_source_file_contents(tmp_path: Path) -> None:
     before = spec_of(tmp_path, program(code=None, source="bio.bpf.c")).digest
     source.write_text(LATENCY_C + "// edited\n")
     assert spec_of(tmp_path, program(code=None, source="bio.bpf.c")).digest != before
+
+
+# --- permissions -------------------------------------------------------------------------------
+
+
+def test_group_or_world_writable_config_or_source_is_refused(tmp_path: Path) -> None:
+
+    source = tmp_path / "prog.bpf.c"
+    source.write_text("int x;")
+    path = tmp_path / "p.yaml"
+    path.write_text("programs: [{name: p, source: prog.bpf.c}]")
+    for target, mode, who in ((path, 0o664, "group"), (source, 0o646, "others")):
+        target.chmod(mode)
+        with pytest.raises(ConfigError) as err:
+            check_permissions(load_file(path))
+        assert str(err.value) == (
+            f'{target}: program "p": writable by {who}; fix it (chmod go-w / chown) or '
+            "pass --config.allow-insecure-permissions"
+        )
+        target.chmod(0o644)
+    check_permissions(load_file(path))  # 0644, ours: fine
+
+
+def test_a_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+
+    path = tmp_path / "p.yaml"
+    path.write_text("programs: [{name: p, code: 'int x;'}]")
+    os.chown(path, 4242, -1)
+    with pytest.raises(ConfigError, match="owned by uid 4242, neither root nor this daemon's user"):
+        check_permissions(load_file(path))
