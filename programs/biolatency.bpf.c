@@ -1,46 +1,103 @@
-// Block I/O latency from issue to completion (biolatency), by device and operation.
-// Latency is kept in microseconds as bpf_log2l slots, plus a sum under SUM_SLOT.
+// Block I/O by device and operation, from the block tracepoints' own arguments:
+// - latency from issue to completion (biolatency), microseconds as bpf_log2l slots;
+// - time queued in the I/O scheduler, from insert to issue (biolatency -Q's extra part);
+// - request size at issue (bitesize), bytes as ceil(log2) slots.
+// A request is identified by (device, sector), as bcc's tracepoint-based tools do: no
+// struct request is ever read. Each histogram keeps the sum of its values under SUM_SLOT.
 #define SUM_SLOT 255  // no log2 slot of a u64 reaches it
 
-struct start_key {
+struct rq_key {
     u32 dev;
     u32 pad;
     u64 sector;
 };
 
-struct latency_key {
-    u32 dev;
-    u8 op;       // first letter of rwbs: R read, W write, D discard, F flush
+struct io_key {
+    u32 dev;     // kernel dev_t, as the tracepoints give it
+    u8 op;       // first letter of rwbs: R read, W write, D discard, F flush, N none
     u8 pad[3];
     u32 slot;
 };
 
-BPF_HASH(start, struct start_key, u64, 10240);
-BPF_HASH(bio_latency, struct latency_key, u64, 4096);
+// Timestamps by request. LRU: an entry whose request never shows up again (merged away in
+// the scheduler, or front-merged so its sector changed) is evicted rather than filling the map.
+BPF_TABLE("lru_hash", struct rq_key, u64, start, 10240);     // issue time, requests in flight
+BPF_TABLE("lru_hash", struct rq_key, u64, inserted, 10240);  // insert time, queued requests
+BPF_HASH(bio_latency, struct io_key, u64, 8192);
+BPF_HASH(bio_queued, struct io_key, u64, 8192);
+BPF_HASH(bio_size, struct io_key, u64, 8192);
+
+// Data-less requests (flushes) trace sector 0 at issue but may trace -1 at completion:
+// key them all at sector 0, so a flush is matched with its own issue.
+static __always_inline struct rq_key rq_key(u32 dev, u64 sector, u32 size)
+{
+    struct rq_key key = {};
+    key.dev = dev;
+    key.sector = size ? sector : 0;
+    return key;
+}
+
+static __always_inline struct io_key io_key(u32 dev, char op, u32 slot)
+{
+    struct io_key key = {};
+    key.dev = dev;
+    key.op = op;
+    key.slot = slot;
+    return key;
+}
+
+// ceil(log2(bytes)): slot k holds 2^(k-1) < bytes <= 2^k, so a request of exactly 64 KiB
+// is in le="65536" (bpf_log2l alone would put powers of two, the common sizes, one up).
+static __always_inline u32 size_slot(u64 bytes)
+{
+    return bytes <= 1 ? 0 : bpf_log2l(bytes - 1);
+}
+
+TRACEPOINT_PROBE(block, block_rq_insert)
+{
+    struct rq_key key = rq_key(args->dev, args->sector, args->nr_sector);
+    u64 ts = bpf_ktime_get_ns();
+    inserted.update(&key, &ts);
+    return 0;
+}
 
 TRACEPOINT_PROBE(block, block_rq_issue)
 {
-    struct start_key key = {.dev = args->dev, .sector = args->sector};
+    struct rq_key key = rq_key(args->dev, args->sector, args->nr_sector);
     u64 ts = bpf_ktime_get_ns();
     start.update(&key, &ts);
+
+    char op = args->rwbs[0];
+    u64 bytes = args->bytes;
+    struct io_key size = io_key(args->dev, op, size_slot(bytes));
+    bio_size.increment(size);
+    size.slot = SUM_SLOT;
+    bio_size.increment(size, bytes);
+
+    // Requests the block layer issues directly, without a scheduler, were never inserted.
+    u64 *queued = inserted.lookup(&key);
+    if (queued) {
+        u64 usecs = (ts - *queued) / 1000;
+        inserted.delete(&key);
+        struct io_key wait = io_key(args->dev, op, bpf_log2l(usecs));
+        bio_queued.increment(wait);
+        wait.slot = SUM_SLOT;
+        bio_queued.increment(wait, usecs);
+    }
     return 0;
 }
 
 TRACEPOINT_PROBE(block, block_rq_complete)
 {
-    struct start_key skey = {.dev = args->dev, .sector = args->sector};
-    u64 *issued = start.lookup(&skey);
+    struct rq_key key = rq_key(args->dev, args->sector, args->nr_sector);
+    u64 *issued = start.lookup(&key);
     if (!issued)
         return 0;  // issued before we attached
     u64 usecs = (bpf_ktime_get_ns() - *issued) / 1000;
-    start.delete(&skey);
-
-    struct latency_key key = {};
-    key.dev = args->dev;
-    key.op = args->rwbs[0];
-    key.slot = bpf_log2l(usecs);
-    bio_latency.increment(key);
-    key.slot = SUM_SLOT;
-    bio_latency.increment(key, usecs);
+    start.delete(&key);
+    struct io_key latency = io_key(args->dev, args->rwbs[0], bpf_log2l(usecs));
+    bio_latency.increment(latency);
+    latency.slot = SUM_SLOT;
+    bio_latency.increment(latency, usecs);
     return 0;
 }
