@@ -183,6 +183,7 @@ class _ProgInfo(ctypes.Structure):
         ("prog_tags", ctypes.c_uint64),
         ("run_time_ns", ctypes.c_uint64),
         ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),  # since 5.12; older kernels leave it 0
     ]
 
 
@@ -205,6 +206,7 @@ class ProgInfo:
     name: str
     run_time_ns: int
     run_cnt: int
+    recursion_misses: int
 
 
 _syscall = ctypes.CDLL(None, use_errno=True).syscall
@@ -304,6 +306,7 @@ def prog_info(fd: int) -> ProgInfo:
         name=raw.name.decode(errors="replace"),
         run_time_ns=raw.run_time_ns,
         run_cnt=raw.run_cnt,
+        recursion_misses=raw.recursion_misses,
     )
 
 

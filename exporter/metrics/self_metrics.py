@@ -210,6 +210,12 @@ def _run_stats(programs: Iterable[LoadedProgram]) -> Iterator[Metric]:
         "Time the kernel spent running a BPF program.",
         labels=labels,
     )
+    missed = CounterMetricFamily(
+        f"{PREFIX}_program_recursion_misses",
+        "Times the kernel skipped a BPF program because another BPF program was running on "
+        "that CPU: events it never saw.",
+        labels=labels,
+    )
     for program in programs:
         for function, fd in program.functions.items():
             try:
@@ -222,5 +228,7 @@ def _run_stats(programs: Iterable[LoadedProgram]) -> Iterator[Metric]:
             values = [program.name, function, str(info.id)]
             count.add_metric(values, info.run_cnt)
             seconds.add_metric(values, info.run_time_ns / 1e9)
+            missed.add_metric(values, info.recursion_misses)
     yield count
     yield seconds
+    yield missed
