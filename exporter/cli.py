@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -12,10 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from . import __version__, config, listing, loader, server, web_config
+from . import __version__, capabilities, config, listing, loader, privsep, server, web_config
 from .bpf.syscall import BPFError, enable_stats
 from .errors import ConfigError, LoadError
 from .metrics.program import MAX_SERIES, ProgramCollector
@@ -133,13 +135,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=120.0,
         help="seconds a compile worker may take (default %(default)s)",
     )
+    p.add_argument(
+        "--privilege-separation",
+        dest="privilege_separation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile programs in workers started by a small privileged process, and serve "
+        "from a process without capabilities (default on; --no-privilege-separation keeps "
+        "every capability in the serving process, for debugging)",
+    )
+    p.add_argument(
+        "--capabilities.keep",
+        dest="capabilities_keep",
+        type=_capability_names,
+        default=frozenset(),
+        help="comma-separated capabilities the serving process keeps, e.g. "
+        "CAP_NET_BIND_SERVICE (default: none)",
+    )
     p.add_argument("--version", action="version", version=f"bcc_exporter {__version__}")
     args = p.parse_args(argv)
     if args.command == "snapshot" and not args.program:
         p.error("snapshot needs the name of a program")
     if args.command != "snapshot" and args.program:
         p.error(f"unexpected argument {args.program!r}")
+    if args.capabilities_keep and not args.privilege_separation:
+        p.error("--capabilities.keep: without privilege separation every capability is kept")
     return args
+
+
+def _capability_names(text: str) -> frozenset[int]:
+    try:
+        return capabilities.parse(text)
+    except capabilities.CapabilityError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def setup_logging(level: str) -> None:
@@ -177,11 +205,27 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"bcc_exporter: cannot listen on {args.listen}: {err.strerror}", file=sys.stderr)
         return 1
+    # Every program holds fds, and so does every open connection: systemd's soft default of
+    # 1024 is reached by ~1000 idle clients (uvicorn does not time them out before a request).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ensure_mounted()
     # Held for the daemon's life: the kernel counts programs' run time only while it is open.
     stats_fd = _enable_stats()
+    spawner = None
+    if args.privilege_separation:
+        try:
+            # Last step with privileges: from here on this process holds fds and serves.
+            spawner = privsep.separate(worker.python, worker.timeout, args.capabilities_keep)
+        except privsep.PrivsepError as err:
+            print(
+                f"bcc_exporter: {err} (--no-privilege-separation to run without)", file=sys.stderr
+            )
+            return 1
     exporter = ExporterCollector()
-    supervisor = Supervisor(worker, exporter, lambda: select(args), args.max_series)
+    # The spawner has Worker.run's contract: it runs the same worker, from the privileged side.
+    runner = cast(loader.Worker, spawner) if spawner is not None else worker
+    supervisor = Supervisor(runner, exporter, lambda: select(args), args.max_series)
     supervisor.start(specs)
     # A reload compiles in workers for seconds: never in the signal handler's frame.
     signal.signal(
@@ -192,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         serve(exporter, listener, args.telemetry_path, web, lifecycle)
     finally:
         supervisor.close()
+        if spawner is not None:
+            spawner.close()
         if stats_fd is not None:
             os.close(stats_fd)
     log.info("stopped; every program detached")

@@ -62,10 +62,11 @@ def start_programs(
             continue
         try:
             collectors.append(ProgramCollector(result, max_series))
-        except LoadError as err:
-            log.error("%s", err)
+        except Exception as err:  # noqa: BLE001 - one program's bad metrics cost only it
+            error = err if isinstance(err, LoadError) else LoadError(result.name, repr(err))
+            log.error("%s", error)
             result.close()
-            failed.append(err)
+            failed.append(error)
     log.info("%d of %d programs running", len(collectors), len(specs))
     return collectors, failed
 

@@ -143,6 +143,11 @@ def _read_yaml(path: Path) -> Any:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, IndexError, OverflowError) as err:
+        # PyYAML's constructors raise these for tagged scalars they cannot convert (!!int x).
+        raise ConfigError(f"{path}: invalid YAML: {type(err).__name__}: {err}") from None
 
 
 def _code(path: Path, program: Program) -> str:
@@ -150,19 +155,24 @@ def _code(path: Path, program: Program) -> str:
         return program.code
     assert program.source is not None
     # Relative to the config file, as Prometheus resolves rule_files.
-    source = (path.parent / program.source).resolve()
+    source = path.parent / program.source
     try:
+        source = source.resolve()
+        if source.is_char_device() or source.is_block_device() or source.is_fifo():
+            raise OSError(0, "not a regular file")  # /dev/zero would be read forever
         return source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ConfigError(
             f'{path}: program "{program.name}": source: cannot read {source}: {_reason(err)}'
         ) from None
 
 
-def _reason(err: OSError | UnicodeDecodeError) -> str:
+def _reason(err: OSError | UnicodeDecodeError | ValueError) -> str:
     if isinstance(err, UnicodeDecodeError):
         return f"not UTF-8 (byte {err.start})"
-    return str(err.strerror)
+    if isinstance(err, OSError):
+        return str(err.strerror)
+    return str(err)  # e.g. "embedded null byte" in the path
 
 
 def format_validation_error(path: Path, raw: Any, err: ValidationError) -> str:

@@ -94,11 +94,15 @@ class Gauge(Metric):
     pass
 
 
+# Buckets one histogram may have: each is a series per label set (exp2 needs 64 at most).
+MAX_BUCKETS = 4096
+
+
 class Histogram(Metric):
     bucket_type: Literal["exp2", "exp2zero", "linear", "fixed"]
     bucket_min: int = Field(0, ge=0)
     bucket_max: int | None = Field(None, ge=0)
-    bucket_keys: list[int] | None = None
+    bucket_keys: list[int] | None = Field(None, max_length=MAX_BUCKETS)
     bucket_multiplier: float = Field(1.0, gt=0)
     sum_key: int | None = Field(
         None, description="bucket key whose value is the sum of observations, in raw units"
@@ -117,9 +121,17 @@ class Histogram(Metric):
             raise ValueError(f"bucket_max: required for bucket_type {self.bucket_type}")
         elif self.bucket_max < self.bucket_min:
             raise ValueError("bucket_max: must not be below bucket_min")
-        if self.sum_key is not None and self.sum_key in self.bucket_keys_or_range():
+        elif self.bucket_max - self.bucket_min >= MAX_BUCKETS:
+            raise ValueError(f"bucket_max: at most {MAX_BUCKETS} buckets from bucket_min")
+        if self.sum_key is not None and self._is_bucket_key(self.sum_key):
             raise ValueError("sum_key: must not be one of the bucket keys")
         return self
+
+    def _is_bucket_key(self, key: int) -> bool:
+        if self.bucket_type == "fixed":
+            return key in (self.bucket_keys or [])
+        assert self.bucket_max is not None
+        return self.bucket_min <= key <= self.bucket_max
 
     def bucket_keys_or_range(self) -> list[int]:
         if self.bucket_type == "fixed":

@@ -64,8 +64,10 @@ class Chain:
         self._steps = tuple(d.decode for d in decoders)
 
     def decode(self, data: bytes) -> str:
-        """The label value of one raw field; raises SkipSeries to drop the series, and
-        Unresolved (with the whole chain's value) when a step could not resolve it yet."""
+        """The label value of one raw field; raises SkipSeries to drop the series,
+        Unresolved (with the whole chain's value) when a step could not resolve it yet, and
+        ValueError when the field cannot be decoded (text that is not a number for errno):
+        the collector counts that as a decoder error."""
         unresolved = False
         for step in self._steps:
             try:
@@ -92,6 +94,12 @@ def build_chain(options_list: Sequence[Mapping[str, Any]], size: int) -> Chain:
         factory = REGISTRY.get(name) if isinstance(name, str) else None
         if factory is None:
             raise DecoderError(f"unknown decoder {name!r}, known: {', '.join(sorted(REGISTRY))}")
-        # Only the first decoder sees the raw field; the others get text.
-        decoders.append(factory(options, TEXT_INPUT if decoders else size))
+        try:
+            # Only the first decoder sees the raw field; the others get text.
+            decoders.append(factory(options, TEXT_INPUT if decoders else size))
+        except (TypeError, ValueError, OverflowError) as err:
+            if isinstance(err, DecoderError):
+                raise
+            # An option of the wrong type (a number where a path goes, a huge regexp repeat).
+            raise DecoderError(f"{name}: bad options: {err}") from None
     return Chain(decoders)

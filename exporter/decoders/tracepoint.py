@@ -1,17 +1,18 @@
 """tracepoint: a tracepoint's event id (text from `uint`) -> `tracepoint:category:name`.
 
 A function attached to a wildcard (`tracepoint:syscalls:sys_enter_open*`) tells the probes
-apart by the first field of every tracepoint record, `common_type`: the event id that tracefs
-shows in events/<category>/<name>/id. Ids are read once and again on a miss (modules load).
+apart by `bpf_get_attach_cookie(ctx)`: the loader links each tracepoint with its event id, as
+tracefs shows it in events/<category>/<name>/id. The ids are read on first use and again on a
+miss (a module loaded since), at most every MIN_REFRESH_SECONDS (see _refresh.py).
 """
 
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..tracefs import TRACEFS
-from ._base import TEXT_INPUT, DecoderError
+from ._base import TEXT_INPUT, DecoderError, Unresolved
+from ._refresh import Snapshot
 
 
 class Tracepoint:
@@ -19,16 +20,18 @@ class Tracepoint:
         if size != TEXT_INPUT:
             raise DecoderError("tracepoint decodes an event id: put it after uint")
         self.root = Path(options.get("tracefs") or TRACEFS)
-        self._names: dict[bytes, bytes] = {}
-        self._lock = threading.Lock()
+        self._names = Snapshot(self._read_ids)
 
     def decode(self, data: bytes) -> bytes:
-        name = self._names.get(data)
+        reads = self._names.reads
+        name = self._names.current().get(data)
         if name is None:
-            with self._lock:
-                self._names = self._read_ids()
-            name = self._names.get(data, b"unknown:" + data)
-        return name
+            name = self._names.refresh().get(data)
+        if name is not None:
+            return name
+        if self._names.reads == reads:  # the re-read was rate-limited: ask again later
+            raise Unresolved(b"unknown:" + data)
+        return b"unknown:" + data
 
     def _read_ids(self) -> dict[bytes, bytes]:
         names = {}

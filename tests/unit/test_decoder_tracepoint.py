@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.decoders import DecoderError, build_chain
+from exporter.decoders import DecoderError, Unresolved, _refresh, build_chain
 
 
 def fake_tracefs(root: Path, events: dict[str, int]) -> None:
@@ -19,12 +19,23 @@ def test_event_id_decodes_to_probe_name(tmp_path):
     assert chain.decode((321).to_bytes(2, "little")) == "tracepoint:sched:sched_switch"
 
 
-def test_unknown_id_is_reread_then_marked_unknown(tmp_path):
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [1000.0]
+    monkeypatch.setattr(_refresh, "monotonic", lambda: now[0])
+    return now
+
+
+def test_unknown_id_is_reread_at_most_every_few_seconds(tmp_path, clock):
     fake_tracefs(tmp_path, {"syscalls/sys_enter_openat": 645})
     chain = build_chain([{"name": "uint"}, {"name": "tracepoint", "tracefs": str(tmp_path)}], 2)
-    assert chain.decode((7).to_bytes(2, "little")) == "unknown:7"
+    seven = (7).to_bytes(2, "little")
+    assert chain.decode(seven) == "unknown:7"  # from a read made for this decode: final
     fake_tracefs(tmp_path, {"mod/new_event": 7})  # a module loaded since
-    assert chain.decode((7).to_bytes(2, "little")) == "tracepoint:mod:new_event"
+    with pytest.raises(Unresolved):  # too soon to read again: "unknown:7" for now
+        chain.decode(seven)
+    clock[0] += _refresh.MIN_REFRESH_SECONDS
+    assert chain.decode(seven) == "tracepoint:mod:new_event"
 
 
 def test_needs_a_uint_before_it():

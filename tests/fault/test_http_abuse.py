@@ -1,0 +1,262 @@
+"""HTTP abuse against a running daemon: oversized headers, slow clients, garbage, unknown paths
+and methods. Each gets a 4xx or a closed connection, never a crash, and /metrics still scrapes.
+
+uvicorn's defaults (h11, whose 16 KiB limit on an incomplete request head answers 400) hold;
+what they do not cover is pinned by the xfail at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ..conftest import Daemon
+
+pytestmark = pytest.mark.kernel  # one real daemon, shared by the module
+
+PROGRAM = """
+programs:
+  - name: abused
+    namespace: fault
+    code: |
+      BPF_ARRAY(calls, u64, 1);
+      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+          u32 zero = 0;
+          calls.increment(zero);
+          return 0;
+      }
+    metrics:
+      counters:
+        - name: abused_calls_total
+          help: getppid calls.
+          map: calls
+          labels:
+            - {name: slot, size: 4, decoders: [{name: uint}]}
+"""
+
+
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for the whole module: every test abuses the same one, as an attacker would."""
+    tmp = tmp_path_factory.mktemp("abuse")
+    config = tmp / "abused.yaml"
+    config.write_text(PROGRAM)
+    d = Daemon([f"--config.file={config}"], tmp / "daemon.log")
+    try:
+        yield d
+        # After all of it: alive, scraping, and nothing in its log that looks like a crash.
+        assert d.proc.poll() is None, d.log()
+        assert b"fault_abused_calls_total" in d.get("/metrics")
+        log = d.log()
+        assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    finally:
+        d.stop()
+
+
+def raw(port: int, request: bytes, timeout: float = 10) -> bytes:
+    """Send bytes, return all the server answered before closing (b"" when it just closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may close while we still send: that is an answer too
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(65536):
+                answer += chunk
+    return answer
+
+
+def client_error_or_close(answer: bytes) -> bool:
+    """A 4xx, or a connection closed without a word. (An HTTP/2 preface parses as a request
+    for `*` with method PRI: a 404 is a fine answer to it.)"""
+    if not answer:
+        return True
+    line = answer.split(b"\r\n", 1)[0].split()
+    return line[0] == b"HTTP/1.1" and 400 <= int(line[1]) < 500
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None
+) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path, body=body)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+@pytest.mark.parametrize(
+    "name, payload",
+    [
+        ("100 KB header", b"X-Big: " + b"a" * 100_000 + b"\r\n"),
+        ("1 MB header", b"X-Big: " + b"a" * 1_000_000 + b"\r\n"),
+        ("10 000 headers", b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))),
+        ("header without colon", b"this is no header\r\n"),
+        ("NUL in header", b"X-Nul: a\x00b\r\n"),
+    ],
+)
+def test_bad_headers_get_4xx_or_close(exporter: Daemon, name: str, payload: bytes) -> None:
+    answer = raw(exporter.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + payload + b"\r\n")
+    assert client_error_or_close(answer), f"{name}: {answer[:200]!r}"
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("100 KB request line", b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("binary garbage", bytes(range(256)) * 4 + b"\r\n\r\n"),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ("bad method", b"G(T /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("bad version", b"GET /metrics HTTP/9.9\r\nHost: x\r\n\r\n"),
+        ("no host", b"GET /metrics HTTP/1.1\r\n\r\n"),
+        (
+            "lying content-length",
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 99\r\n\r\nab",
+        ),
+        (
+            "bad chunking",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ),
+    ],
+)
+def test_malformed_requests_get_4xx_or_close(exporter: Daemon, name: str, data: bytes) -> None:
+    answer = raw(exporter.port, data)
+    assert client_error_or_close(answer), f"{name}: {answer[:200]!r}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope",
+        "/metrics/",
+        "/metricsx",
+        "//metrics",
+        "/metrics%00",
+        "/..%2f..%2fetc/passwd",
+        "/" + "a" * 8000,
+        "/%ff%fe",
+        "/%C3%A9",
+    ],
+)
+def test_unknown_paths_are_404(exporter: Daemon, path: str) -> None:
+    assert request(exporter.port, "GET", path).status == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_other_methods_on_metrics_are_405(exporter: Daemon, method: str) -> None:
+    response = request(exporter.port, method, "/metrics", body=b"x" * 10_000)
+    assert response.status == 405
+    assert response.getheader("allow") == "GET, HEAD"
+
+
+def test_slow_clients_do_not_block_a_scrape(exporter: Daemon) -> None:
+    """20 slowloris connections trickle their headers a byte at a time (and a few send nothing)
+    while a normal scrape comes and goes as fast as without them."""
+    began = time.perf_counter()
+    exporter.get("/metrics")
+    baseline = time.perf_counter() - began
+
+    partial = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    sockets = [socket.create_connection(("127.0.0.1", exporter.port)) for _ in range(20)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for i in range(len(partial)):
+            for s in sockets[:15]:  # the last 5 stay silent
+                with contextlib.suppress(OSError):
+                    s.send(partial[i : i + 1])
+            if stop.wait(0.05):
+                return
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        time.sleep(0.5)  # every slow connection is established and mid-request
+        timings = []
+        for _ in range(5):
+            began = time.perf_counter()
+            assert b"fault_abused_calls_total" in exporter.get("/metrics")
+            timings.append(time.perf_counter() - began)
+        assert trickler.is_alive(), "the slow clients were still sending during the scrapes"
+    finally:
+        stop.set()
+        trickler.join()
+        for s in sockets:
+            s.close()
+    assert min(timings) < max(1.0, 10 * baseline), (baseline, timings)
+
+
+def test_many_concurrent_connections_then_recovery(exporter: Daemon) -> None:
+    """200 connections at once, each a complete request, some never reading the answer."""
+    sockets = []
+    for i in range(200):
+        s = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
+        path = b"/metrics" if i % 2 else b"/healthz"
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        sockets.append(s)
+    for s in sockets[::3]:
+        assert s.recv(12).startswith(b"HTTP/1.1 200")
+    for s in sockets:
+        s.close()
+    assert request(exporter.port, "GET", "/metrics").status == 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: uvicorn (h11) never times out a connection before its first complete request: "
+    "idle and slowloris connections stay open forever, and ~1 000 of them exhaust the "
+    "daemon's fds under systemd's default soft limit (1024): accept() fails with EMFILE, "
+    "scrapes hang, and asyncio logs ~10 000 tracebacks a second",
+)
+def test_idle_connections_are_closed(exporter: Daemon) -> None:
+    silent = socket.create_connection(("127.0.0.1", exporter.port))
+    slow = socket.create_connection(("127.0.0.1", exporter.port))
+    try:
+        deadline = time.monotonic() + 10
+        closed = {"silent": False, "slow": False}
+        for s in (silent, slow):
+            s.settimeout(0.5)
+        while time.monotonic() < deadline and not all(closed.values()):
+            with contextlib.suppress(OSError):
+                slow.send(b"G")  # a byte now and then: a header timeout must not reset
+            for name, s in (("silent", silent), ("slow", slow)):
+                if closed[name]:
+                    continue
+                try:
+                    s.recv(1024)  # b"" (closed) or an answer (a 408): the server gave up on it
+                    closed[name] = True
+                except TimeoutError:
+                    pass
+                except OSError:
+                    closed[name] = True
+        assert closed == {"silent": True, "slow": True}
+    finally:
+        silent.close()
+        slow.close()
+
+
+BAD_CHUNKS_ON_405 = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (uvicorn, seen in our log): a malformed body on a path the app answers without "
+    "reading it (405) gets a 400 from uvicorn, then the app's own answer raises h11's "
+    "LocalProtocolError: 'ERROR Exception in ASGI application' and a traceback in the log, "
+    "once per such request from anyone",
+)
+def test_malformed_body_logs_no_traceback(daemon, write_config) -> None:
+    d = daemon(f"--config.file={write_config('abused', PROGRAM)}")
+    assert client_error_or_close(raw(d.port, BAD_CHUNKS_ON_405))
+    time.sleep(0.5)  # the app's answer comes after uvicorn's 400
+    assert d.proc.poll() is None
+    assert "Traceback" not in d.log()

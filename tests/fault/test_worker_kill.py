@@ -1,0 +1,153 @@
+"""kill -9 of a compile worker mid-compile costs that one program: the daemon serves the others,
+reports it failed, and nothing of it stays loaded in the kernel.
+
+The victim's C code includes a FIFO, so its compile blocks, deterministically, until we open the
+FIFO's other end; then its worker (`python -m exporter.loader`, started by the daemon) is the
+process holding the FIFO open, and it gets SIGKILL while clang waits to read the header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+GOOD = """
+programs:
+  - name: good
+    namespace: fault
+    code: |
+      BPF_ARRAY(calls, u64, 1);
+      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+          u32 zero = 0;
+          calls.increment(zero);
+          return 0;
+      }
+    metrics:
+      counters:
+        - name: good_calls_total
+          help: getppid calls.
+          map: calls
+          labels:
+            - {name: slot, size: 4, decoders: [{name: uint}]}
+"""
+
+VICTIM = """
+programs:
+  - name: victim
+    namespace: fault
+    code: |
+      #include "{fifo}"
+      BPF_ARRAY(fault_slow_map, u64, 1);
+      int fault_slow_fn(void *ctx) {{
+          u32 zero = 0;
+          fault_slow_map.increment(zero);
+          return 0;
+      }}
+    probes:
+      - {{function: fault_slow_fn, attach: "tracepoint:syscalls:sys_enter_getppid"}}
+    metrics:
+      counters:
+        - name: victim_calls_total
+          help: getppid calls.
+          map: fault_slow_map
+          labels:
+            - {{name: slot, size: 4, decoders: [{{name: uint}}]}}
+"""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (workers may be started by a helper process of the daemon)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found.extend(frontier)
+    return found
+
+
+def holder_of(path: Path, pids: list[int]) -> int | None:
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == str(path):
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def open_writer(fifo: Path, timeout: float) -> int:
+    """Our end of the FIFO, once the compiler has opened its end (it blocks until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:  # ENXIO: no reader yet
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nobody opened {fifo} in {timeout} s") from err
+            time.sleep(0.05)
+
+
+def loaded(kind: str) -> set[str]:
+    out = subprocess.run(
+        ["bpftool", "-j", kind, "show"], check=True, capture_output=True, text=True
+    ).stdout
+    return {entry.get("name", "") for entry in json.loads(out)}
+
+
+def test_sigkill_of_a_compile_worker_costs_only_its_program(daemon, write_config, tmp_path):
+    fifo = tmp_path / "slow.h"
+    os.mkfifo(fifo)
+    exporter = daemon(
+        f"--config.file={write_config('good', GOOD)}",
+        f"--config.file={write_config('victim', VICTIM.format(fifo=fifo))}",
+        wait=False,
+    )
+    writer = open_writer(fifo, timeout=60)
+    try:
+        worker = None
+        deadline = time.monotonic() + 10
+        while worker is None and time.monotonic() < deadline:  # its open() is returning
+            worker = holder_of(fifo, descendants(exporter.proc.pid))
+            time.sleep(0.02)
+        assert worker is not None, "no process of the daemon holds the FIFO"
+        cmdline = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+        assert b"exporter.loader" in cmdline
+        assert "fault_slow_fn" not in loaded("prog")  # mid-compile: nothing loaded yet
+        os.kill(worker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        exporter.wait_ready(timeout=60)
+    finally:
+        os.close(writer)
+    # Well before --loader.timeout (120 s): the daemon saw the worker die, it did not time out.
+    assert time.monotonic() - killed_at < 60
+    assert not Path(f"/proc/{worker}").exists(), "the killed worker was reaped"
+
+    before = exporter.value("fault_good_calls_total", slot="0")
+    for _ in range(23):
+        os.getppid()
+    assert exporter.value("fault_good_calls_total", slot="0") - before >= 23
+    assert exporter.value("bcc_exporter_enabled_programs", program="good") == 1
+    assert exporter.value("bcc_exporter_enabled_programs", program="victim") == 0
+    assert re.search(r'program "victim": .*(died|killed)', exporter.log())
+    assert "victim" in exporter.get("/").decode()
+    assert "fault_slow_fn" not in loaded("prog")
+    assert "fault_slow_map" not in loaded("map")
