@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 KALLSYMS = Path("/proc/kallsyms")
+
+# /proc/kallsyms kept open by hold(): whether a reader sees addresses is decided at open(2).
+_held: int | None = None
+
+
+def hold(path: Path = KALLSYMS) -> None:
+    """Keep /proc/kallsyms open, so that reading it later shows the addresses this process may
+    see now: the kernel checks CAP_SYSLOG (or kptr_restrict 0 with perf_event_paranoid <= 1)
+    once, at open(2), and a process that drops its capabilities still reads them here."""
+    global _held
+    if _held is None:
+        _held = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+class _Positional(io.RawIOBase):
+    """A reader of the held fd with its own offset (pread), so readers never share one."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._offset = fd, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = os.pread(self._fd, len(buffer), self._offset)
+        buffer[: len(data)] = data
+        self._offset += len(data)
+        return len(data)
+
+
+def _open(path: Path) -> BinaryIO:
+    if _held is not None and path == KALLSYMS:
+        return io.BufferedReader(_Positional(_held), 1 << 16)  # type: ignore[return-value]
+    return path.open("rb")
 
 
 def symbols(path: Path = KALLSYMS) -> Iterator[tuple[int, bytes, bytes]]:
     """(address, type letter, name) of every symbol, in file order, as bytes: the ksym
     decoder keeps ~120 000 of them and would triple its peak memory with str objects."""
-    with path.open("rb") as f:
+    with _open(path) as f:
         for line in f:
             # "ffffffff8137a0e0 T vfs_read" or "ffffffffc06d1010 t foo_init\t[foo]"
             fields = line.split()
