@@ -97,7 +97,7 @@ def is_v1(raw: Any) -> bool:
     for program in programs:
         if not isinstance(program, dict):
             continue
-        if any(section in program for section in (*V1_PROBE_SECTIONS, "kaddrs")):
+        if any(section in program for section in V1_PROBE_SECTIONS):
             return True
         metrics = program.get("metrics")
         for kind in ("counters", "histograms"):

@@ -126,3 +126,9 @@ def test_v1_perf_event_without_an_equivalent_is_refused(tmp_path):
         f'{tmp_path / "v1.yaml"}: program "timers": '
         "perf_events: sample_frequency is supported for cpu-clock only"
     )
+
+
+def test_native_kaddrs_alone_do_not_make_a_file_v1(tmp_path):
+    path = write(tmp_path, "programs: [{name: n, code: 'int x;', kaddrs: [do_sys_openat2]}]")
+    [spec] = load_file(path)
+    assert (spec.program.namespace, spec.program.kaddrs) == ("bcc", ["do_sys_openat2"])
