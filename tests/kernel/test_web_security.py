@@ -5,6 +5,7 @@ and shared by the tests of this file, to keep it fast."""
 from __future__ import annotations
 
 import base64
+import os
 import http.client
 import socket
 import ssl
@@ -162,6 +163,7 @@ tls_server_config:
 
 def test_scrape_over_tls_verified_against_the_ca(daemons: dict[str, HTTPSDaemon]) -> None:
     tls = daemons["tls"]
+    os.getppid()  # an array slot is a series once it counted something
     assert ("bcc_getppid_calls_total", frozenset({("slot", "0")})) in tls.scrape()
     assert "TLS (TLS12 to TLS13" in tls.log()
 
