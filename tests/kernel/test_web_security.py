@@ -5,8 +5,8 @@ and shared by the tests of this file, to keep it fast."""
 from __future__ import annotations
 
 import base64
-import os
 import http.client
+import os
 import socket
 import ssl
 from collections.abc import Iterator
