@@ -1,5 +1,8 @@
-// Syscalls by number. A per-CPU array indexed by syscall number keeps the hot path at the
-// cost of an empty program: no hashing, no atomics, no contention between CPUs.
+// Syscalls by number (syscount). The hot path of the whole library: a raw tracepoint on
+// sys_enter and a per-CPU array indexed by syscall number: no hashing, no atomics, no
+// contention between CPUs. Nothing else is done here: failed syscalls (syscall_errors) and
+// latency (syslat) are programs of their own, because each needs a probe on sys_exit too,
+// which every syscall pays for whether or not it fails.
 #define MAX_SYSCALLS 1024
 
 BPF_PERCPU_ARRAY(syscalls_total, u64, MAX_SYSCALLS);

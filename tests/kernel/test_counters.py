@@ -17,7 +17,7 @@ def test_openat_by_comm_counts_exactly(daemon, tmp_path):
     comm = workload.unique_comm()
     target = tmp_path / "target"
     target.write_text("x")
-    before = exporter.value("bcc_openat_calls_total", comm=comm)
+    before = exporter.value("bcc_opens_total", comm=comm, result="ok")
     workload.run(
         comm,
         f"""
@@ -26,7 +26,7 @@ def test_openat_by_comm_counts_exactly(daemon, tmp_path):
     """,
     )
     assert before == 0
-    assert exporter.value("bcc_openat_calls_total", comm=comm) == N
+    assert exporter.value("bcc_opens_total", comm=comm, result="ok") == N
 
 
 PERCPU = """

@@ -1,0 +1,136 @@
+// Process lifecycle by comm: execs (execsnoop), new tasks (fork/vfork/clone, as processes or
+// threads), and process exits by class (exitsnoop's exit code or signal, as a class).
+//
+// Tracepoint arguments and helpers only. The exit code lives in task_struct, which this
+// program does not read (see README, Kernel headers); the class is pieced together from the
+// events that lead to an exit instead:
+//   exit_group(code), or exit(code) by the thread group leader   -> ok (code 0) or error
+//   a signal delivered with its default action "terminate"        -> signal
+//   a signal delivered with its default action "core dump"        -> core
+//   none of these seen (kernel threads; tasks already exiting at attach) -> other
+// A fatal signal never overwrites a cause already seen: a process that calls exit_group(0)
+// takes its other threads down with SIGKILL, and that must not turn "ok" into "signal". An exit
+// call overwrites a signal: a process that called exit after a "fatal" signal was not killed by
+// it (the init of a PID namespace ignores them). A process is counted once, when its thread
+// group leader exits: a leader that ends before its threads (pthread_exit in main) is counted
+// then, with its own exit(2) code; a thread other than the leader that calls execve takes the
+// leader's place, and the old leader, killed by the kernel, is counted as an exit (signal).
+#define CLONE_THREAD 0x00010000  // include/uapi/linux/sched.h
+
+enum exit_class {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,
+    EXIT_SIGNAL = 2,
+    EXIT_CORE = 3,
+    EXIT_OTHER = 4,
+};
+
+struct comm_key {
+    char comm[16];  // TASK_COMM_LEN
+};
+
+struct fork_key {
+    char comm[16];
+    u32 thread;  // 1 for CLONE_THREAD
+};
+
+struct exit_key {
+    char comm[16];
+    u32 class;
+};
+
+BPF_HASH(execs_total, struct comm_key, u64, 10240);
+BPF_HASH(forks_total, struct fork_key, u64, 10240);
+BPF_HASH(exits_total, struct exit_key, u64, 10240);
+// tgid -> the first exit cause seen. LRU: a cause recorded after its leader is gone (the
+// leader called pthread_exit first) is evicted by newer ones rather than filling the map.
+BPF_TABLE("lru_hash", u32, u32, exit_cause, 10240);
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    struct comm_key key = {};
+    // The new program's name: begin_new_exec() has set it before this tracepoint.
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    execs_total.increment(key);
+    return 0;
+}
+
+TRACEPOINT_PROBE(task, task_newtask)
+{
+    // In the parent, for every new task; args->comm is the parent's, copied to the child.
+    struct fork_key key = {};
+    bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->comm);
+    key.thread = (args->clone_flags & CLONE_THREAD) ? 1 : 0;
+    forks_total.increment(key);
+    if (!key.thread) {
+        u32 tgid = args->pid;  // a new process: forget a cause left by an earlier one
+        exit_cause.delete(&tgid);
+    }
+    return 0;
+}
+
+static __always_inline void exit_called(long code, bool group)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!group && (u32)id != tgid)
+        return;  // exit(2) of a thread that is not the leader ends only that thread
+    u32 class = (code & 0xff) ? EXIT_ERROR : EXIT_OK;  // the status a parent's wait() sees
+    exit_cause.update(&tgid, &class);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    exit_called(args->error_code, true);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit)
+{
+    exit_called(args->error_code, false);
+    return 0;
+}
+
+// Default actions of include/linux/signal.h (the generic numbering of x86, arm64 and most
+// others): ignored or stopping signals leave the process alive; core-dumping ones count apart.
+#define SIGMASK(sig) (1ULL << (sig))
+#define IGNORE_OR_STOP                                                                      \
+    (SIGMASK(17) | SIGMASK(18) | SIGMASK(19) | SIGMASK(20) | SIGMASK(21) | SIGMASK(22) |   \
+     SIGMASK(23) | SIGMASK(28))  // CHLD CONT STOP TSTP TTIN TTOU URG WINCH
+#define COREDUMP                                                                            \
+    (SIGMASK(3) | SIGMASK(4) | SIGMASK(5) | SIGMASK(6) | SIGMASK(7) | SIGMASK(8) |         \
+     SIGMASK(11) | SIGMASK(24) | SIGMASK(25) | SIGMASK(31))  // QUIT ILL TRAP ABRT BUS FPE SEGV XCPU XFSZ SYS
+
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+    // In the receiving thread, as it acts on the signal. A fatal signal without a core dump
+    // shows as SIGKILL here (the kernel turns it into a group exit), so only its class is
+    // kept, not its number.
+    if (args->sa_handler != 0)  // SIG_DFL is 0: a handler or SIG_IGN keeps the process alive
+        return 0;
+    int sig = args->sig;
+    if (sig <= 0 || sig > 64)
+        return 0;
+    u64 bit = sig < 64 ? SIGMASK(sig) : 0;  // 64 is SIGRTMAX: terminates
+    if (bit & IGNORE_OR_STOP)
+        return 0;
+    u32 class = (bit & COREDUMP) ? EXIT_CORE : EXIT_SIGNAL;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    exit_cause.insert(&tgid, &class);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if ((u32)id != tgid)
+        return 0;  // a thread; the process ends with its leader
+    struct exit_key key = {};
+    bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->comm);
+    u32 *cause = exit_cause.lookup(&tgid);
+    key.class = cause ? *cause : EXIT_OTHER;
+    exit_cause.delete(&tgid);
+    exits_total.increment(key);
+    return 0;
+}
