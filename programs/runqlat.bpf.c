@@ -2,7 +2,10 @@
 // starts waiting when it is woken (sched_wakeup, sched_wakeup_new) or when it leaves a CPU
 // still runnable (preempted or yielding: sched_switch with prev_state "R" or "R+"), and stops
 // when sched_switch puts it on a CPU. The idle tasks (pid 0) are left out, as runqlat does.
-// Kernel data comes only from tracepoint arguments: no task_struct reads.
+// Kernel data comes only from tracepoint arguments: no task_struct reads (the raw tracepoints
+// hand task_struct pointers). The kernel drops classic tracepoint events while another BPF
+// program or a bpf(2) map operation runs on the CPU (a wakeup from an interrupt, say): those
+// latencies are missing, counted in the program's recursion_misses.
 //
 // Latency is kept in microseconds as bpf_log2l slots of a per-CPU array, plus their sum under
 // SUM_SLOT: bpf_log2l of a microsecond count stays below 63 (2^62 us is 146,000 years).

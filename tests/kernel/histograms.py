@@ -3,7 +3,6 @@ by a bcc tool run over the same window; and the kernel's own per-task scheduler 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -79,21 +78,15 @@ def scraped(before: Samples, after: Samples, name: str, **labels: str) -> Hist:
     return Hist(counts, total)
 
 
-def recursion_misses(samples: Samples, *programs: str) -> int:
-    """Events the kernel did not run these programs' functions for, so far: a classic tracepoint
+def recursion_misses(samples: Samples, program: str) -> float:
+    """Events the kernel did not run the program's functions for, so far: a classic tracepoint
     that fires while another BPF program (or a bpf(2) map operation) is active on the same CPU,
     say a wakeup from an interrupt that came in the middle of one, is dropped and counted in
-    bpf_prog_info.recursion_misses. The function ids come from the daemon's self metrics."""
-    ids = {
-        int(dict(labels)["id"])
-        for name, labels in samples
-        if name == "bcc_exporter_program_run_count_total" and dict(labels)["program"] in programs
-    }
-    assert ids, programs
-    shown = subprocess.run(
-        ["bpftool", "-j", "prog", "show"], check=True, capture_output=True, text=True
-    ).stdout
-    return sum(p.get("recursion_misses", 0) for p in json.loads(shown) if p["id"] in ids)
+    bpf_prog_info.recursion_misses, which the daemon exports."""
+    name = "bcc_exporter_program_recursion_misses_total"
+    found = [v for (n, ls), v in samples.items() if n == name and ("program", program) in ls]
+    assert found, f"no {name} for {program}"
+    return sum(found)
 
 
 def series(samples: Samples, name: str, label: str) -> set[str]:
@@ -112,8 +105,9 @@ def bcc_log2(text: str, unit: float) -> Hist:
 
 
 def ks_distance(a: Hist, b: Hist) -> float:
-    """The largest difference between the cumulative fractions of two histograms."""
-    return max(abs(a.cdf(le) - b.cdf(le)) for le in set(a.counts) | set(b.counts))
+    """The largest difference between the cumulative fractions of two histograms, at the bounds
+    both have (the daemon's first bucket also holds what lies below it)."""
+    return max(abs(a.cdf(le) - b.cdf(le)) for le in set(a.counts) & set(b.counts))
 
 
 @dataclass

@@ -105,14 +105,15 @@ def test_fifo_task_slices(daemon, write_config):
     assert N - split - lost <= ours.counts[8192 * US] <= N, why
     if not split and not lost:
         assert ours.counts[8192 * US] == ours.total == N, why
-    # The slices add up to at least the busy periods, at most to its time alive; and to the
+    # The slices add up to at least the whole busy periods, at most to its time alive; and to the
     # kernel's time on a CPU, up to where each side reads its clock: the kernel's slice starts
-    # with the run-queue clock of the wakeup that preempted for it (measured: 9 us earlier than
-    # our sched_switch on average), and leaves out time the hypervisor took the vCPU away.
+    # with the run-queue clock of the wakeup that preempted for it (earlier than our
+    # sched_switch by the time to get there), and leaves out time the hypervisor took the vCPU
+    # away. Measured: 0.2-1.4 ms apart in 116 ms (up to 61 us a slice); allowed: 5%.
     assert ours.sum is not None
-    assert ours.counts[8192 * US] * BUSY <= ours.sum <= lifetime, why
+    assert max(N - split - lost, 0) * BUSY <= ours.sum <= lifetime, why
     if not lost:
-        assert abs(ours.sum - ran.exec_ns * 1e-9) <= ours.total * 50 * US, why
+        assert abs(ours.sum - ran.exec_ns * 1e-9) <= 0.05 * ran.exec_ns * 1e-9, why
     low, high = ours.sum_range(US)
     assert low <= ours.sum <= high, why
 

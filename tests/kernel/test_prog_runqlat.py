@@ -88,8 +88,6 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
             assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
             wait_blocked(proc.pid)
             start[mode] = SchedStat.of(proc.pid)  # blocked: nothing changes until released
-        first = exporter.scrape()
-        missed = {mode: -recursion_misses(first, f"runqlat_{mode}") for mode in MODES}
         with bcc_tool("/usr/sbin/runqlat-bpfcc") as tool:
             before = exporter.scrape()
             until = time.monotonic() + SPIN
@@ -99,8 +97,6 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
                 proc.stdin.close()
             waited = {mode: final_schedstat(proc) - start[mode] for mode, proc in spinners.items()}
             after = exporter.scrape()
-        for mode in MODES:
-            missed[mode] += recursion_misses(after, f"runqlat_{mode}")
         for proc in spinners.values():
             assert proc.wait() == 0
     finally:
@@ -110,14 +106,16 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
 
     system = scraped(before, after, "bcc_runqueue_latency_seconds")
     for mode, kernel in waited.items():
+        program = f"runqlat_{mode}"
+        missed = recursion_misses(after, program) - recursion_misses(before, program)
         ours = scraped(before, after, f"bcc_runqueue_latency_{mode}_seconds")
         # Events the kernel did not hand to the programs: switches (the witness did not get them
         # either), wakeups dropped while another BPF program ran on the CPU (the release wakes
         # the spinner through an IPI on its CPU; counted in recursion_misses). Each costs at
         # most one latency.
         on, off = delivered(before, after, pids[mode])
-        lost = (kernel.pcount - on) + (kernel.pcount - off) + missed[mode]
-        why = (mode, kernel, ours, on, off, missed[mode])
+        lost = (kernel.pcount - on) + (kernel.pcount - off) + missed
+        why = (mode, kernel, ours, on, off, missed)
         # The premise: they did contend, waiting milliseconds each time (a tick is 4 ms here).
         assert kernel.run_delay_ns / kernel.pcount > 1e6, why
         # One latency each time the scheduler put the task on a CPU (released, or its turn
@@ -126,9 +124,10 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         # The sum is the kernel's run_delay, up to where each side reads its clock: the kernel
         # reads the run-queue clock (updated when __schedule() starts, or earlier when a wakeup
         # asked to skip the update), we read ktime at the tracepoints; and whole-us truncation.
-        # Measured: 0.5-5.5 us per latency, of 4-12 ms latencies; allowed: 10 us.
+        # Measured: 0.5-5.5 us per latency, of 4-12 ms latencies; allowed: 10 us each, and 1%
+        # for the hypervisor taking the vCPU away between the two reads.
         assert ours.sum is not None
-        slack = kernel.pcount * 10 * US
+        slack = kernel.pcount * 10 * US + 0.01 * kernel.run_delay_ns * 1e-9
         assert ours.sum <= kernel.run_delay_ns * 1e-9 + slack, why
         if not lost:
             assert ours.sum >= kernel.run_delay_ns * 1e-9 - slack, why
@@ -148,7 +147,11 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
     theirs = bcc_log2(tool.output, US)
     assert abs(theirs.total - system.total) <= 0.1 * system.total + 10, (system, theirs)
     assert ks_distance(system, theirs) <= 0.1, (system, theirs)
-    ratio = system.median_le() / theirs.median_le()
-    assert ratio in (0.5, 1, 2), (system, theirs)  # the same bucket or the next one
+    # The median in the same bucket or the next one; or, where the waits behind the spinners
+    # and the short ones elsewhere split about half and half, on either side of the gap.
+    low, high = sorted((system.median_le(), theirs.median_le()))
+    adjacent = high <= 2 * low * (1 + 1e-9)
+    halves = abs(system.cdf(low) - 0.5) <= 0.1 and abs(theirs.cdf(low) - 0.5) <= 0.1
+    assert adjacent or halves, (system, theirs)
     long_ours, long_theirs = system.between(1024 * US, 1), theirs.between(1024 * US, 1)
     assert abs(long_theirs - long_ours) <= 0.05 * long_ours + 5, (system, theirs)

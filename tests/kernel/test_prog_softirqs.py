@@ -6,19 +6,20 @@ tracepoint: read before and after each scrape, it brackets our counts exactly. O
 tracepoints get every event; classic tracepoints, as softirqs-bpfcc uses, do not when a
 softirq runs on the exit of an interrupt that came while a BPF program or a bpf(2) map
 operation was running on the CPU: a witness program on the classic tracepoints counts how many
-they were handed. softirqs-bpfcc, run over the same window, agrees on the time by vector, in
-proportion to the events it was handed.
+they were handed. softirqs-bpfcc -d, run over the same window, agrees on the count and the
+distribution of the time by vector, of the softirqs it was handed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
 from pathlib import Path
 
-from .histograms import Samples, bcc_tool, scraped, series
+from .histograms import Hist, Samples, bcc_log2, bcc_tool, ks_distance, scraped, series
 
 NS = 1e-9
 TRANSFER = 64 << 20  # bytes sent over loopback TCP
@@ -99,16 +100,16 @@ def tcp_transfer(size: int) -> None:
     assert received == [size]
 
 
-def totals(text: str) -> dict[str, int]:
-    """softirqs-bpfcc's summary: "SOFTIRQ  TOTAL_nsecs" rows."""
-    rows = [line.split() for line in text.splitlines()]
-    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+def distributions(text: str) -> dict[str, Hist]:
+    """softirqs-bpfcc -d -N: a log2 histogram of nanoseconds per "softirq = NAME" section."""
+    parts = re.split(r"^softirq = (\S+)\n", text, flags=re.M)
+    return {name: bcc_log2(rows, NS) for name, rows in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def test_loopback_transfer(daemon, write_config):
     witness = write_config("witness", WITNESS)
     exporter = daemon("--config.names=softirqs", f"--config.file={witness}")
-    with bcc_tool("/usr/sbin/softirqs-bpfcc", "-N") as tool:
+    with bcc_tool("/usr/sbin/softirqs-bpfcc", "-d", "-N") as tool:
         p0 = proc_softirqs()
         before = exporter.scrape()
         p1 = proc_softirqs()
@@ -138,18 +139,23 @@ def test_loopback_transfer(daemon, write_config):
     assert ours["net_rx"].total >= 100, ours["net_rx"]
     assert ours["net_rx"].sum > 0
 
-    # softirqs-bpfcc, attached just before the first scrape and stopped just after the second,
-    # in nanoseconds: the time by vector of the softirqs it was handed (a `share` of ours, the
-    # same on its classic tracepoints as on the witness's), within the softirqs of the
-    # milliseconds around the scrapes and the run time of our programs inside its intervals
-    # (and of its programs inside ours). Measured: within 5%; allowed: 25%.
-    theirs = totals(tool.output)
+    # softirqs-bpfcc -d -N, attached just before the first scrape and stopped just after the
+    # second: of the softirqs it was handed (as many as the witness was: the same classic
+    # tracepoints), as many as ours within those of the milliseconds around the scrapes, and
+    # the same distribution of their time. (Not its total time: one softirq stretched by the
+    # hypervisor in those milliseconds, or one of its entries dropped, which pairs the next
+    # exit with an older entry, moves a total by a third.) Measured: counts within 2%, KS
+    # distance below 0.05; allowed: 10% + 20, 0.15.
+    theirs = distributions(tool.output)
     assert set(theirs) <= set(VECTORS), theirs
+    compared = []
     for vector, hist in ours.items():
         if hist.total < 50:
             continue  # too few to compare with a tolerance
-        share = min(delivered(before, after, vector) / hist.total, 1)
-        assert hist.sum is not None
-        expected = share * hist.sum
-        why = (vector, hist, theirs.get(vector), share)
-        assert abs(theirs.get(vector, 0) * NS - expected) <= 0.25 * expected + 100e-6, why
+        handed = delivered(before, after, vector)
+        them = theirs.get(vector, Hist({}))
+        why = (vector, hist, them, handed)
+        assert abs(them.total - handed) <= 0.1 * handed + 20, why
+        assert ks_distance(hist, them) <= 0.15, why
+        compared.append(vector)
+    assert "net_rx" in compared
