@@ -54,6 +54,45 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(reason)
 
 
+GETPPID_COUNTER = """
+programs:
+  - name: %(program)s
+    namespace: %(namespace)s
+    code: |
+      BPF_ARRAY(calls, u64, 1);
+      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+          u32 zero = 0;
+          calls.increment(zero);
+          return 0;
+      }
+    metrics:
+      counters:
+        - name: %(metric)s
+          help: getppid calls.
+          map: calls
+          labels:
+            - {name: slot, size: 4, decoders: [{name: uint}]}
+"""
+
+
+def getppid_counter(
+    program: str = "good", metric: str = "getppid_calls_total", namespace: str = "bcc"
+) -> str:
+    """A config known to compile: every getppid(2) of the machine, counted in one array slot."""
+    return GETPPID_COUNTER % {"program": program, "metric": metric, "namespace": namespace}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`bcc_exporter ARGS` run to completion (config checks, list, bad input)."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,29 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..conftest import Daemon
+from ..conftest import Daemon, getppid_counter
 
 pytestmark = pytest.mark.kernel  # one real daemon, shared by the module
 
-PROGRAM = """
-programs:
-  - name: abused
-    namespace: fault
-    code: |
-      BPF_ARRAY(calls, u64, 1);
-      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
-          u32 zero = 0;
-          calls.increment(zero);
-          return 0;
-      }
-    metrics:
-      counters:
-        - name: abused_calls_total
-          help: getppid calls.
-          map: calls
-          labels:
-            - {name: slot, size: 4, decoders: [{name: uint}]}
-"""
+PROGRAM = getppid_counter("abused", "abused_calls_total", namespace="fault")
 
 
 @pytest.fixture(scope="module")

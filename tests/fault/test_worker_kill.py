@@ -16,25 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
-GOOD = """
-programs:
-  - name: good
-    namespace: fault
-    code: |
-      BPF_ARRAY(calls, u64, 1);
-      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
-          u32 zero = 0;
-          calls.increment(zero);
-          return 0;
-      }
-    metrics:
-      counters:
-        - name: good_calls_total
-          help: getppid calls.
-          map: calls
-          labels:
-            - {name: slot, size: 4, decoders: [{name: uint}]}
-"""
+from ..conftest import getppid_counter
+
+GOOD = getppid_counter(metric="good_calls_total", namespace="fault")
 
 VICTIM = """
 programs:

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
+from ..conftest import REPO, run_cli
 from . import workload
-from .conftest import REPO
 
 FALLBACK = """
 programs:
@@ -27,18 +27,8 @@ programs:
 """
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_list_says_which_probe_this_kernel_would_use(write_config):
-    done = cli("list", f"--config.file={write_config('fallback', FALLBACK)}")
+    done = run_cli("list", f"--config.file={write_config('fallback', FALLBACK)}")
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.splitlines()[:2]
     assert first == "fallback: available"
@@ -51,7 +41,7 @@ def test_list_says_which_probe_this_kernel_would_use(write_config):
 
 
 def test_list_without_flags_covers_every_builtin_program():
-    done = cli("list")
+    done = run_cli("list")
     listed = [line.split(":")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
     builtins = sorted(p.stem for p in (REPO / "config").glob("*.yaml"))
     assert sorted(listed) == builtins

@@ -10,26 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import REPO
+from ..conftest import REPO, getppid_counter, run_cli
 
-GOOD = """
-programs:
-  - name: good
-    code: |
-      BPF_ARRAY(calls, u64, 1);
-      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
-          u32 zero = 0;
-          calls.increment(zero);
-          return 0;
-      }
-    metrics:
-      counters:
-        - name: getppid_calls_total
-          help: getppid calls.
-          map: calls
-          labels:
-            - {name: slot, size: 4, decoders: [{name: uint}]}
-"""
+GOOD = getppid_counter()
 
 BROKEN = """
 programs:
@@ -141,16 +124,6 @@ def test_daemon_modules_do_not_import_bcc():
         [sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True
     ).stdout
     assert out.strip() == "False"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_config_check_reports_each_program(write_config):

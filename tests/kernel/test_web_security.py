@@ -17,26 +17,10 @@ import bcrypt
 import pytest
 import trustme
 
+from ..conftest import getppid_counter
 from .conftest import Daemon
 
-PROGRAM = """
-programs:
-  - name: good
-    code: |
-      BPF_ARRAY(calls, u64, 1);
-      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
-          u32 zero = 0;
-          calls.increment(zero);
-          return 0;
-      }
-    metrics:
-      counters:
-        - name: getppid_calls_total
-          help: getppid calls.
-          map: calls
-          labels:
-            - {name: slot, size: 4, decoders: [{name: uint}]}
-"""
+PROGRAM = getppid_counter()
 PASSWORD = "correct horse"
 
 
