@@ -14,8 +14,17 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 def ensure_mounted(path: Path = TRACEFS) -> bool:
     """Mount tracefs at `path` if nothing is there; return whether its events are readable."""
-    if (path / "events").is_dir():
-        return True
+    try:
+        if (path / "events").is_dir():
+            return True
+    except PermissionError as denied:  # tracefs is 0700 root: a non-root daemon needs DAC_READ_SEARCH
+        log.warning(
+            "cannot read %s (%s): run as root or with CAP_DAC_READ_SEARCH; "
+            "tracepoint probes will not attach",
+            path,
+            denied.strerror,
+        )
+        return False
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"tracefs", str(path).encode(), b"tracefs", 0, None) != 0:
         err = ctypes.get_errno()

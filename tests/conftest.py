@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_DIRS = (REPO / "tests" / "kernel",)
-# Fault tests run the daemon only in some files: those that do are kernel tests.
-FAULT_DIR = REPO / "tests" / "fault"
+# Fault and e2e tests run the daemon only in some files: those that do are kernel tests.
+DAEMON_DIRS = (REPO / "tests" / "fault", REPO / "tests" / "e2e")
 
 
 def _bpf_unavailable() -> str | None:
@@ -38,7 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         path = Path(str(item.fspath))
         if any(path.is_relative_to(d) for d in KERNEL_DIRS) or (
-            path.is_relative_to(FAULT_DIR) and "daemon" in getattr(item, "fixturenames", ())
+            any(path.is_relative_to(d) for d in DAEMON_DIRS)
+            and "daemon" in getattr(item, "fixturenames", ())
         ):
             item.add_marker(pytest.mark.kernel)
 

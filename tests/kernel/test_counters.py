@@ -54,11 +54,12 @@ programs:
 """
 
 
-def test_percpu_counter_is_the_sum_over_cpus(daemon, write_config):
+def getppid_on_cpus() -> dict[int, int]:
+    """N getppid calls split between the first and last CPU (all on one CPU when there is
+    one), pinned so that each CPU's slot gets a known share; returns cpu -> calls."""
     cpus = sorted(os.sched_getaffinity(0))
-    exporter = daemon(f"--config.file={write_config('percpu', PERCPU % os.getpid())}")
+    per_cpu = {cpus[0]: 11, cpus[-1]: 12} if len(cpus) > 1 else {cpus[0]: N}
     original = os.sched_getaffinity(0)
-    per_cpu = {cpus[0]: 11, cpus[-1]: 12} if len(cpus) > 1 else {cpus[0]: 23}
     try:
         for cpu, calls in per_cpu.items():
             os.sched_setaffinity(0, {cpu})
@@ -66,6 +67,12 @@ def test_percpu_counter_is_the_sum_over_cpus(daemon, write_config):
                 os.getppid()
     finally:
         os.sched_setaffinity(0, original)
+    return per_cpu
+
+
+def test_percpu_counter_is_the_sum_over_cpus(daemon, write_config):
+    exporter = daemon(f"--config.file={write_config('percpu', PERCPU % os.getpid())}")
+    per_cpu = getppid_on_cpus()
     assert exporter.value("bcc_getppid_calls_total", slot="0") == sum(per_cpu.values()) == N
     # The kernel's own per-CPU view, through bpftool: the export is exactly its sum.
     dump = json.loads(
@@ -85,22 +92,13 @@ def test_percpu_counter_is_the_sum_over_cpus(daemon, write_config):
 
 
 def test_cpu_label_splits_a_percpu_map_by_cpu(daemon, write_config):
-    cpus = sorted(os.sched_getaffinity(0))
     config = PERCPU.replace(
         "- {name: slot, size: 4, decoders: [{name: uint}]}",
         "- {name: slot, size: 4, decoders: [{name: uint}]}\n"
         "            - {name: cpu, decoders: [{name: cpu}]}",
     )
     exporter = daemon(f"--config.file={write_config('percpu', config % os.getpid())}")
-    original = os.sched_getaffinity(0)
-    per_cpu = {cpus[0]: 11, cpus[-1]: 12} if len(cpus) > 1 else {cpus[0]: 23}
-    try:
-        for cpu, calls in per_cpu.items():
-            os.sched_setaffinity(0, {cpu})
-            for _ in range(calls):
-                os.getppid()
-    finally:
-        os.sched_setaffinity(0, original)
+    per_cpu = getppid_on_cpus()
     samples = exporter.scrape()
     exported = {
         int(dict(labels)["cpu"]): value
