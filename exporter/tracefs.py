@@ -14,10 +14,11 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 def ensure_mounted(path: Path = TRACEFS) -> bool:
     """Mount tracefs at `path` if nothing is there; return whether its events are readable."""
+    # tracefs is mode 0700 root: a daemon that is not root needs CAP_DAC_READ_SEARCH.
     try:
         if (path / "events").is_dir():
             return True
-    except PermissionError as denied:  # tracefs is 0700 root: a non-root daemon needs DAC_READ_SEARCH
+    except PermissionError as denied:
         log.warning(
             "cannot read %s (%s): run as root or with CAP_DAC_READ_SEARCH; "
             "tracepoint probes will not attach",
