@@ -5,6 +5,7 @@
 #   make run ARGS='--help'           run the exporter (default port 9474)
 #   make test PYTEST_ARGS='-k hist'  lint, type-check, then pytest
 #   make lint                        ruff + mypy only
+#   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min)
 #   make clean                       remove .venv and caches (mounts and headers stay)
 
 SHELL := /bin/bash
@@ -14,6 +15,7 @@ STAMP := $(VENV)/.bootstrap-make-stamp
 LINT_PATHS := $(wildcard exporter tests bench scripts)
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # The stamp skips the bootstrap while scripts/bootstrap.sh and pyproject.toml are unchanged.
 # Mounts vanish on reboot and headers links can be removed, which no file date shows: when
@@ -25,7 +27,7 @@ ifneq ($(BOOTSTRAP_STATE),ready)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +45,9 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ from .metrics.program import MAX_SERIES, ProgramCollector
 from .metrics.self_metrics import ExporterCollector
 from .server import App
 from .snapshot import parse_duration, render, samples
-from .supervisor import Supervisor, start_all
+from .supervisor import Supervisor, close_all, start_all
 from .tracefs import ensure_mounted
 
 log = logging.getLogger("bcc_exporter")
@@ -136,6 +136,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds a compile worker may take (default %(default)s)",
     )
     p.add_argument(
+        "--loader.jobs",
+        dest="loader_jobs",
+        type=int,
+        default=None,
+        help="compile workers run at once, each ~150 MB while it compiles "
+        "(default: one per CPU of the machine, which a container's CPU limit does not lower)",
+    )
+    p.add_argument(
         "--privilege-separation",
         dest="privilege_separation",
         action=argparse.BooleanOptionalAction,
@@ -197,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return snapshot(args, specs, worker)
     if args.config_check:
         ensure_mounted()
-        collectors, failed, _ = start_all(specs, worker)
+        collectors, failed, _ = start_all(specs, worker, jobs=args.loader_jobs)
         return report_check(collectors, failed)
     try:
         # Bound before loading, so a taken port fails in a second, not after every compile.
@@ -206,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bcc_exporter: cannot listen on {args.listen}: {err.strerror}", file=sys.stderr)
         return 1
     # Every program holds fds, and so does every open connection: systemd's soft default of
-    # 1024 is reached by ~1000 idle clients (uvicorn does not time them out before a request).
+    # 1024 would be reached by ~1000 clients connecting within the 5 s a request head may
+    # take (exporter.server.REQUEST_HEAD_SECONDS).
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ensure_mounted()
@@ -225,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     exporter = ExporterCollector()
     # The spawner has Worker.run's contract: it runs the same worker, from the privileged side.
     runner = cast(loader.Worker, spawner) if spawner is not None else worker
-    supervisor = Supervisor(runner, exporter, lambda: select(args), args.max_series)
+    supervisor = Supervisor(
+        runner, exporter, lambda: select(args), args.max_series, args.loader_jobs
+    )
     supervisor.start(specs)
     # A reload compiles in workers for seconds: never in the signal handler's frame.
     signal.signal(
@@ -271,7 +282,7 @@ def snapshot(
         print(f"bcc_exporter: --duration: {err}", file=sys.stderr)
         return EXIT_CONFIG
     ensure_mounted()
-    collectors, failed, _ = start_all(chosen, worker)
+    collectors, failed, _ = start_all(chosen, worker, jobs=args.loader_jobs)
     if failed:
         print(f"bcc_exporter: {failed[0]}", file=sys.stderr)
         return 1
@@ -297,7 +308,7 @@ def _enable_stats() -> int | None:
 def report_check(collectors: list[ProgramCollector], failed: list[LoadError]) -> int:
     for c in collectors:
         print(f"OK   {c.program.name}")
-        c.close()
+    close_all(collectors)
     for err in failed:
         print(f"FAIL {err.program}: {err.reason}")
     return 1 if failed else 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from . import headers, loader
@@ -52,11 +52,14 @@ def check_headers(worker: loader.Worker) -> headers.HeaderCheck | None:
 
 
 def start_programs(
-    specs: list[ProgramSpec], worker: loader.Worker, max_series: int = MAX_SERIES
+    specs: list[ProgramSpec],
+    worker: loader.Worker,
+    max_series: int = MAX_SERIES,
+    jobs: int | None = None,
 ) -> tuple[list[ProgramCollector], list[LoadError]]:
     collectors: list[ProgramCollector] = []
     failed: list[LoadError] = []
-    for result in loader.load_all(specs, worker):
+    for result in loader.load_all(specs, worker, jobs):
         if isinstance(result, LoadError):
             failed.append(result)
             continue
@@ -72,16 +75,19 @@ def start_programs(
 
 
 def start_all(
-    specs: list[ProgramSpec], worker: loader.Worker, max_series: int = MAX_SERIES
+    specs: list[ProgramSpec],
+    worker: loader.Worker,
+    max_series: int = MAX_SERIES,
+    jobs: int | None = None,
 ) -> tuple[list[ProgramCollector], list[LoadError], headers.HeaderCheck | None]:
     """Load every program, in parallel with the header check; programs that must read kernel
     structs wait for its verdict and are refused when the headers do not match the kernel."""
     plain = [s for s in specs if not s.program.reads_kernel_structs]
     with ThreadPoolExecutor(max_workers=1) as pool:
         header_check = pool.submit(check_headers, worker)
-        collectors, failed = start_programs(plain, worker, max_series)
+        collectors, failed = start_programs(plain, worker, max_series, jobs)
         status = header_check.result()
-    more, more_failed = start_struct_readers(specs, worker, status, max_series)
+    more, more_failed = start_struct_readers(specs, worker, status, max_series, jobs)
     return collectors + more, failed + more_failed, status
 
 
@@ -90,10 +96,11 @@ def start_struct_readers(
     worker: loader.Worker,
     status: headers.HeaderCheck | None,
     max_series: int = MAX_SERIES,
+    jobs: int | None = None,
 ) -> tuple[list[ProgramCollector], list[LoadError]]:
     readers = [s for s in specs if s.program.reads_kernel_structs]
     if not readers or (status is not None and status.matched):
-        return start_programs(readers, worker, max_series) if readers else ([], [])
+        return start_programs(readers, worker, max_series, jobs) if readers else ([], [])
     refused = []
     for spec in readers:
         err = LoadError(
@@ -116,9 +123,11 @@ class Supervisor:
         exporter: ExporterCollector,
         select: Callable[[], list[ProgramSpec]],
         max_series: int = MAX_SERIES,
+        jobs: int | None = None,
     ) -> None:
         self.worker = worker
         self.max_series = max_series
+        self.jobs = jobs
         self.exporter = exporter
         self.select = select
         self.status: headers.HeaderCheck | None = None
@@ -129,7 +138,7 @@ class Supervisor:
         self._lock = threading.Lock()
 
     def start(self, specs: list[ProgramSpec]) -> None:
-        collectors, failed, self.status = start_all(specs, self.worker, self.max_series)
+        collectors, failed, self.status = start_all(specs, self.worker, self.max_series, self.jobs)
         self.exporter.headers = self.status
         digests = {s.name: s.digest for s in specs}
         self._publish(
@@ -171,8 +180,10 @@ class Supervisor:
             len(set(self.running) - set(wanted)),
         )
         plain = [s for s in fresh if not s.program.reads_kernel_structs]
-        collectors, failed = start_programs(plain, self.worker, self.max_series)
-        more, more_failed = start_struct_readers(fresh, self.worker, self.status, self.max_series)
+        collectors, failed = start_programs(plain, self.worker, self.max_series, self.jobs)
+        more, more_failed = start_struct_readers(
+            fresh, self.worker, self.status, self.max_series, self.jobs
+        )
         collectors += more
         failed += more_failed
         errors = [e for e in failed if not e.unavailable]
@@ -185,9 +196,7 @@ class Supervisor:
             {**keep, **{c.program.name: c for c in collectors}},
             {**still_failed, **{e.program: (wanted[e.program].digest, e) for e in failed}},
         )
-        for name, collector in old.items():
-            if keep.get(name) is not collector:
-                collector.close()  # waits for a scrape reading it to finish
+        close_all(c for name, c in old.items() if keep.get(name) is not c)
         return None
 
     def _publish(
@@ -202,6 +211,20 @@ class Supervisor:
     def close(self) -> None:
         with self._lock:
             self.poller.stop()
-            for collector in self.running.values():
-                collector.close()
+            # Unpublished first: the self metrics read program fds outside a collector's lock.
+            self.exporter.set_programs([], [])
+            close_all(self.running.values())
             self.running = {}
+
+
+def close_all(collectors: Iterable[ProgramCollector]) -> None:
+    """Detach programs side by side; each close waits for a scrape reading it to finish.
+
+    The kernel serialises the slow part: closing a tracepoint's last perf event waits out RCU
+    grace periods under its event_mutex (~35 ms per tracepoint here, 31 in the default set).
+    Everything else (links, maps, other perf events) overlaps: measured with the default
+    config, stopping took 1.55 s one program after the other and 1.25 s side by side."""
+    closing = list(collectors)
+    if closing:
+        with ThreadPoolExecutor(max_workers=len(closing)) as pool:
+            list(pool.map(ProgramCollector.close, closing))

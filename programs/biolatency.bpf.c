@@ -53,11 +53,21 @@ static __always_inline u32 size_slot(u64 bytes)
     return bytes <= 1 ? 0 : bpf_log2l(bytes - 1);
 }
 
+// Adds to a histogram slot; false when there is none: its map is full.
+static __always_inline bool add(u64 *slot, u64 value)
+{
+    if (!slot)
+        return false;
+    __sync_fetch_and_add(slot, value);  // shared by every CPU
+    return true;
+}
+
 TRACEPOINT_PROBE(block, block_rq_insert)
 {
     struct rq_key key = rq_key(args->dev, args->sector, args->nr_sector);
     u64 ts = bpf_ktime_get_ns();
-    inserted.update(&key, &ts);
+    if (inserted.update(&key, &ts))
+        EXPORTER_UPDATE_FAILED(inserted);
     return 0;
 }
 
@@ -65,14 +75,18 @@ TRACEPOINT_PROBE(block, block_rq_issue)
 {
     struct rq_key key = rq_key(args->dev, args->sector, args->nr_sector);
     u64 ts = bpf_ktime_get_ns();
-    start.update(&key, &ts);
+    if (start.update(&key, &ts))
+        EXPORTER_UPDATE_FAILED(start);
 
     char op = args->rwbs[0];
     u64 bytes = args->bytes;
+    u64 zero = 0;
     struct io_key size = io_key(args->dev, op, size_slot(bytes));
-    bio_size.increment(size);
+    if (!add(bio_size.lookup_or_try_init(&size, &zero), 1))
+        EXPORTER_UPDATE_FAILED(bio_size);
     size.slot = SUM_SLOT;
-    bio_size.increment(size, bytes);
+    if (!add(bio_size.lookup_or_try_init(&size, &zero), bytes))
+        EXPORTER_UPDATE_FAILED(bio_size);
 
     // Requests the block layer issues directly, without a scheduler, were never inserted.
     u64 *queued = inserted.lookup(&key);
@@ -80,9 +94,11 @@ TRACEPOINT_PROBE(block, block_rq_issue)
         u64 usecs = (ts - *queued) / 1000;
         inserted.delete(&key);
         struct io_key wait = io_key(args->dev, op, bpf_log2l(usecs));
-        bio_queued.increment(wait);
+        if (!add(bio_queued.lookup_or_try_init(&wait, &zero), 1))
+            EXPORTER_UPDATE_FAILED(bio_queued);
         wait.slot = SUM_SLOT;
-        bio_queued.increment(wait, usecs);
+        if (!add(bio_queued.lookup_or_try_init(&wait, &zero), usecs))
+            EXPORTER_UPDATE_FAILED(bio_queued);
     }
     return 0;
 }
@@ -95,9 +111,12 @@ TRACEPOINT_PROBE(block, block_rq_complete)
         return 0;  // issued before we attached
     u64 usecs = (bpf_ktime_get_ns() - *issued) / 1000;
     start.delete(&key);
+    u64 zero = 0;
     struct io_key latency = io_key(args->dev, args->rwbs[0], bpf_log2l(usecs));
-    bio_latency.increment(latency);
+    if (!add(bio_latency.lookup_or_try_init(&latency, &zero), 1))
+        EXPORTER_UPDATE_FAILED(bio_latency);
     latency.slot = SUM_SLOT;
-    bio_latency.increment(latency, usecs);
+    if (!add(bio_latency.lookup_or_try_init(&latency, &zero), usecs))
+        EXPORTER_UPDATE_FAILED(bio_latency);
     return 0;
 }

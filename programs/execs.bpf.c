@@ -16,6 +16,7 @@
 // then, with its own exit(2) code; a thread other than the leader that calls execve takes the
 // leader's place, and the old leader, killed by the kernel, is counted as an exit (signal).
 #define CLONE_THREAD 0x00010000  // include/uapi/linux/sched.h
+#define EEXIST 17                // include/uapi/asm-generic/errno-base.h
 
 enum exit_class {
     EXIT_OK = 0,
@@ -46,12 +47,23 @@ BPF_HASH(exits_total, struct exit_key, u64, 10240);
 // leader called pthread_exit first) is evicted by newer ones rather than filling the map.
 BPF_TABLE("lru_hash", u32, u32, exit_cause, 10240);
 
+// Adds one to a count; false when there is none: its map is full.
+static __always_inline bool add_one(u64 *count)
+{
+    if (!count)
+        return false;
+    __sync_fetch_and_add(count, 1);  // shared by every CPU
+    return true;
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     struct comm_key key = {};
     // The new program's name: begin_new_exec() has set it before this tracepoint.
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    execs_total.increment(key);
+    u64 zero = 0;
+    if (!add_one(execs_total.lookup_or_try_init(&key, &zero)))
+        EXPORTER_UPDATE_FAILED(execs_total);
     return 0;
 }
 
@@ -61,7 +73,9 @@ TRACEPOINT_PROBE(task, task_newtask)
     struct fork_key key = {};
     bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->comm);
     key.thread = (args->clone_flags & CLONE_THREAD) ? 1 : 0;
-    forks_total.increment(key);
+    u64 zero = 0;
+    if (!add_one(forks_total.lookup_or_try_init(&key, &zero)))
+        EXPORTER_UPDATE_FAILED(forks_total);
     if (!key.thread) {
         u32 tgid = args->pid;  // a new process: forget a cause left by an earlier one
         exit_cause.delete(&tgid);
@@ -76,7 +90,8 @@ static __always_inline void exit_called(long code, bool group)
     if (!group && (u32)id != tgid)
         return;  // exit(2) of a thread that is not the leader ends only that thread
     u32 class = (code & 0xff) ? EXIT_ERROR : EXIT_OK;  // the status a parent's wait() sees
-    exit_cause.update(&tgid, &class);
+    if (exit_cause.update(&tgid, &class))
+        EXPORTER_UPDATE_FAILED(exit_cause);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
@@ -116,7 +131,9 @@ TRACEPOINT_PROBE(signal, signal_deliver)
         return 0;
     u32 class = (bit & COREDUMP) ? EXIT_CORE : EXIT_SIGNAL;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    exit_cause.insert(&tgid, &class);
+    long err = exit_cause.insert(&tgid, &class);
+    if (err && err != -EEXIST)  // a cause already seen is kept: not a failure
+        EXPORTER_UPDATE_FAILED(exit_cause);
     return 0;
 }
 
@@ -131,6 +148,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 *cause = exit_cause.lookup(&tgid);
     key.class = cause ? *cause : EXIT_OTHER;
     exit_cause.delete(&tgid);
-    exits_total.increment(key);
+    u64 zero = 0;
+    if (!add_one(exits_total.lookup_or_try_init(&key, &zero)))
+        EXPORTER_UPDATE_FAILED(exits_total);
     return 0;
 }

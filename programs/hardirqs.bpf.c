@@ -57,8 +57,16 @@ TRACEPOINT_PROBE(irq, irq_handler_exit)
     struct irq_key key = {};
     __builtin_memcpy(key.name, e->name, sizeof(key.name));
     key.slot = bpf_log2l(nsecs);
-    hardirq_time.atomic_increment(key);
+    u64 init = 0, *count = hardirq_time.lookup_or_try_init(&key, &init);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        EXPORTER_UPDATE_FAILED(hardirq_time);
     key.slot = SUM_SLOT;
-    hardirq_time.atomic_increment(key, nsecs);
+    u64 *sum = hardirq_time.lookup_or_try_init(&key, &init);
+    if (sum)
+        __sync_fetch_and_add(sum, nsecs);
+    else
+        EXPORTER_UPDATE_FAILED(hardirq_time);
     return 0;
 }

@@ -15,6 +15,10 @@ TRACEPOINT_PROBE(oom, mark_victim)
 {
     struct victim_key key = {};
     TP_DATA_LOC_READ_STR(&key.comm, comm, sizeof(key.comm));
-    oom_kills_total.increment(key);
+    u64 zero = 0, *count = oom_kills_total.lookup_or_try_init(&key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        EXPORTER_UPDATE_FAILED(oom_kills_total);
     return 0;
 }

@@ -20,5 +20,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
     u64 *count = cpu_samples.lookup_or_try_init(&key, &zero);
     if (count)
         *count += 1;  // per-CPU: no other CPU writes this value
+    else
+        EXPORTER_UPDATE_FAILED(cpu_samples);
     return 0;
 }

@@ -15,6 +15,10 @@ int on_readline_return(struct pt_regs *ctx)
         return 0;  // NULL: end of input (Ctrl-D), no line
     struct comm_key key = {};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    readline_lines.increment(key);
+    u64 zero = 0, *count = readline_lines.lookup_or_try_init(&key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        EXPORTER_UPDATE_FAILED(readline_lines);
     return 0;
 }

@@ -33,7 +33,8 @@ static __always_inline void enqueue(u32 pid)
     if (!WANTED(pid))
         return;
     u64 ts = bpf_ktime_get_ns();
-    queued_at.update(&pid, &ts);
+    if (queued_at.update(&pid, &ts))
+        EXPORTER_UPDATE_FAILED(queued_at);
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup)

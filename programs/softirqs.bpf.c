@@ -57,9 +57,13 @@ RAW_TRACEPOINT_PROBE(softirq_exit)
     u64 *count = softirq_time.lookup_or_try_init(&key, &init);
     if (count)
         (*count)++;
+    else
+        EXPORTER_UPDATE_FAILED(softirq_time);
     key.slot = SUM_SLOT;
     u64 *sum = softirq_time.lookup_or_try_init(&key, &init);
     if (sum)
         *sum += nsecs;
+    else
+        EXPORTER_UPDATE_FAILED(softirq_time);
     return 0;
 }

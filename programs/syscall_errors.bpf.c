@@ -33,5 +33,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     u64 *count = syscall_errors_total.lookup_or_try_init(&key, &zero);
     if (count)
         (*count)++;
+    else
+        EXPORTER_UPDATE_FAILED(syscall_errors_total);
     return 0;
 }

@@ -34,7 +34,8 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
     u32 tid = bpf_get_current_pid_tgid();
     struct start_t start = {.ts = bpf_ktime_get_ns(), .nr = id};
-    syscall_start.update(&tid, &start);
+    if (syscall_start.update(&tid, &start))
+        EXPORTER_UPDATE_FAILED(syscall_start);
     return 0;
 }
 
@@ -45,6 +46,8 @@ static __always_inline void add(struct latency_key *key, u64 value)
     u64 *slot = syscall_latency.lookup_or_try_init(key, &zero);
     if (slot)
         *slot += value;
+    else
+        EXPORTER_UPDATE_FAILED(syscall_latency);
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit)

@@ -4,6 +4,7 @@
 #define SUM_SLOT 255  // no log2 slot of a u64 reaches it
 
 #define PROTO_TCP 6    // IPPROTO_TCP
+#define EEXIST 17      // include/uapi/asm-generic/errno-base.h
 #define FAMILY_INET6 10  // AF_INET6
 
 // include/net/tcp_states.h
@@ -44,10 +45,13 @@ BPF_PERCPU_ARRAY(tcp_resets_sent, u64, STATES);
 // Index: 0 IPv4, 1 IPv6.
 BPF_PERCPU_ARRAY(tcp_resets_received, u64, 2);
 
-static __always_inline void add(u64 *count, u64 value)
+// Adds to a count; false when there is none: a hash map that is full.
+static __always_inline bool add(u64 *count, u64 value)
 {
-    if (count)
-        *count += value;  // per-CPU: no other CPU writes this value
+    if (!count)
+        return false;
+    *count += value;  // per-CPU: no other CPU writes this value
+    return true;
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
@@ -60,14 +64,20 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     u64 zero = 0;
     struct transition_key transition = {.family = args->family, .from = from, .to = to};
     // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    add(tcp_transitions.lookup_or_try_init(&transition, &zero), 1);
+    if (!add(tcp_transitions.lookup_or_try_init(&transition, &zero), 1))
+        EXPORTER_UPDATE_FAILED(tcp_transitions);
 
     u64 sk = (u64)args->skaddr;
     u64 now = bpf_ktime_get_ns();
     if (to == STATE_SYN_SENT || to == STATE_SYN_RECV) {
-        birth.update(&sk, &now);  // a connection starts (connect, or a SYN to a listener)
+        // A connection starts (connect, or a SYN to a listener).
+        if (birth.update(&sk, &now))
+            EXPORTER_UPDATE_FAILED(birth);
     } else if (to == STATE_ESTABLISHED) {
-        birth.insert(&sk, &now);  // its start was missed: count from here
+        // Its start was missed: count from here. One already known is kept: no failure.
+        long err = birth.insert(&sk, &now);
+        if (err && err != -EEXIST)
+            EXPORTER_UPDATE_FAILED(birth);
     } else if (to == STATE_LISTEN) {
         birth.delete(&sk);  // a listener is not a connection
     } else if (to == STATE_CLOSE) {
@@ -77,9 +87,11 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         u64 usecs = (now - *start) / 1000;
         birth.delete(&sk);
         struct lifetime_key key = {.family = args->family, .slot = bpf_log2l(usecs)};
-        add(tcp_lifetime.lookup_or_try_init(&key, &zero), 1);
+        if (!add(tcp_lifetime.lookup_or_try_init(&key, &zero), 1))
+            EXPORTER_UPDATE_FAILED(tcp_lifetime);
         key.slot = SUM_SLOT;
-        add(tcp_lifetime.lookup_or_try_init(&key, &zero), usecs);
+        if (!add(tcp_lifetime.lookup_or_try_init(&key, &zero), usecs))
+            EXPORTER_UPDATE_FAILED(tcp_lifetime);
     }
     return 0;
 }

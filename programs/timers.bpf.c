@@ -14,5 +14,7 @@ TRACEPOINT_PROBE(timer, timer_start)
     u64 *count = timers_started.lookup_or_try_init(&function, &zero);
     if (count)
         *count += 1;  // per-CPU: no other CPU writes this value
+    else
+        EXPORTER_UPDATE_FAILED(timers_started);
     return 0;
 }

@@ -5,6 +5,7 @@ config, scraped and stopped (used by tests/kernel and tests/fault)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -100,6 +102,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def bpftool_show(kind: str) -> list[dict[str, Any]]:
+    """What the kernel holds: `bpftool -j KIND show` for prog, link or map."""
+    out = subprocess.run(
+        ["bpftool", "-j", kind, "show"], check=True, capture_output=True, text=True
+    ).stdout
+    return list(json.loads(out)) if out.strip() else []
+
+
+def still_loaded(ids: set[int], kind: str, grace: float = 5) -> set[int]:
+    """Which of the ids bpftool still shows after `grace` s: the kernel frees programs and
+    links after an RCU grace period, so they may briefly outlive the fds that held them."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = ids & {entry["id"] for entry in bpftool_show(kind)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 class Daemon:
     def __init__(self, args: list[str], log: Path, wait: bool = True) -> None:
         self.port = free_port()
@@ -107,19 +128,22 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                *args,
-            ],
+            self.command(args),
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         if wait:
             self.wait_ready()
+
+    def command(self, args: list[str]) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            *args,
+        ]
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -148,6 +172,15 @@ class Daemon:
             (s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text)
             for s in family.samples
+        }
+
+    def program_ids(self, program: str | None = None) -> set[int]:
+        """Kernel ids of the BPF programs the daemon runs (of one program's config, if given)."""
+        return {
+            int(dict(labels)["id"])
+            for (name, labels) in self.scrape()
+            if name == "bcc_exporter_program_run_count_total"
+            and program in (None, dict(labels)["program"])
         }
 
     def value(self, name: str, **labels: str) -> float:

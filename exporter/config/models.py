@@ -50,14 +50,23 @@ class Label(Strict):
     name: str = Field(pattern=NAME)
     size: int = Field(0, ge=0, description="bytes of the map key this label takes")
     padding: int = Field(0, ge=0, description="bytes skipped after the field")
+    offset: int | None = Field(
+        None,
+        ge=0,
+        description="where the field starts in the key (default: after the previous label "
+        "and its padding); labels may share bytes, as k8s_namespace/k8s_pod/k8s_container "
+        "all decode one cgroup id",
+    )
     decoders: list[DecoderSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _size(self) -> Label:
         # A cpu label names the CPU of a per-CPU value: it takes no bytes of the key.
         if self.decoders[0].name == "cpu":
-            if self.size or self.padding or len(self.decoders) > 1:
-                raise ValueError("a cpu label takes no key bytes: no size, padding or decoders")
+            if self.size or self.padding or self.offset is not None or len(self.decoders) > 1:
+                raise ValueError(
+                    "a cpu label takes no key bytes: no size, padding, offset or decoders"
+                )
         elif self.size == 0:
             raise ValueError("size: required (bytes of the map key this label takes)")
         return self

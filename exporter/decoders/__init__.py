@@ -19,6 +19,7 @@ from .errno import Errno
 from .hex import Hex
 from .ifname import Ifname
 from .inet_ip import InetIp
+from .k8s import K8sContainer, K8sNamespace, K8sPod
 from .ksym import Ksym
 from .majorminor import MajorMinor
 from .regexp import Regexp
@@ -46,6 +47,9 @@ REGISTRY: dict[str, Callable[[Mapping[str, Any], int], Decoder]] = {
     "hex": Hex,
     "ifname": Ifname,
     "inet_ip": InetIp,
+    "k8s_container": K8sContainer,
+    "k8s_namespace": K8sNamespace,
+    "k8s_pod": K8sPod,
     "ksym": Ksym,
     "majorminor": MajorMinor,
     "regexp": Regexp,

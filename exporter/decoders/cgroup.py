@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import _refresh
 from ._base import TEXT_INPUT, DecoderError, Unresolved
 from ._refresh import Snapshot
 
@@ -58,54 +59,79 @@ def walk(root: Path) -> dict[int, bytes]:
     return paths
 
 
-class Cgroup:
-    def __init__(self, options: Mapping[str, Any], size: int) -> None:
-        if size == TEXT_INPUT:
-            raise DecoderError("cgroup decodes a raw field, so it must be the first decoder")
-        if size != 8:
-            raise DecoderError(f"cgroup decodes 8-byte cgroup ids, not {size}")
-        cgroupfs = options.get("cgroupfs")
-        self._root = Path(cgroupfs) if cgroupfs else None
-        self._mounts = Path(options.get("mounts") or MOUNTS)
+class CgroupPaths:
+    """The cgroup2 tree as {id: path}, read at the first lookup and again on a miss (rate-limited:
+    see _refresh.py). Shared by the decoders that start from a cgroup id (cgroup, k8s_*)."""
+
+    def __init__(self, cgroupfs: Path | None, mounts: Path, decoder: str) -> None:
+        self._root = cgroupfs
+        self._mounts = mounts
+        self._decoder = decoder  # names the decoder in the warnings
         self._paths = Snapshot(self._load)
+        self.read_at = 0.0  # monotonic time of the last read
         self._warned = False  # only _load() touches it, under the snapshot's lock
 
-    def decode(self, data: bytes) -> bytes:
-        cgroup_id = int.from_bytes(data, sys.byteorder)
-        reads = self._paths.reads
+    @property
+    def reads(self) -> int:
+        """Reads of the tree so far."""
+        return self._paths.reads
+
+    def find(self, cgroup_id: int) -> tuple[bytes | None, bool]:
+        """(the path, None when not found; whether the tree knows it): with no cgroup2 mounted
+        there is nothing to know. A miss reads the tree again, unless the last read is too
+        recent: compare `reads` before and after to tell which answered."""
         paths = self._paths.current()
         if not paths:  # no cgroup2 here: unknown for good (see _load's warning)
-            return UNKNOWN
+            return None, True
         path = paths.get(cgroup_id)
         if path is None:
             path = self._paths.refresh().get(cgroup_id)
-        if path is not None:
-            return path
-        if self._paths.reads == reads:
-            # Not in a read older than this miss (rate-limited): maybe a cgroup made since.
-            raise Unresolved(UNKNOWN)
-        return UNKNOWN  # not there now: removed, or never a cgroup
+        return path, path is not None
 
     def _load(self) -> dict[int, bytes]:
+        self.read_at = _refresh.monotonic()
         if self._root is None:
             try:
                 self._root = cgroup2_mount(self._mounts)
             except OSError as err:
-                self._warn_once(f"cgroup: cannot read {self._mounts} ({err})")
+                self._warn_once(f"{self._decoder}: cannot read {self._mounts} ({err})")
                 return {}
             if self._root is None:
                 self._warn_once(
-                    f"cgroup: no cgroup2 file system in {self._mounts} (cgroup v1 only?): "
-                    "cgroup ids decode to unknown"
+                    f"{self._decoder}: no cgroup2 file system in {self._mounts} "
+                    "(cgroup v1 only?): cgroup ids decode to unknown"
                 )
                 return {}
         try:
             return walk(self._root)
         except OSError as err:
-            self._warn_once(f"cgroup: cannot read {self._root} ({err})")
+            self._warn_once(f"{self._decoder}: cannot read {self._root} ({err})")
             return {}
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:
             self._warned = True
             log.warning("%s", message)
+
+
+def tree_options(options: Mapping[str, Any]) -> tuple[Path | None, Path]:
+    """(the cgroup2 mount given by option `cgroupfs`, or None: find it in option `mounts`)."""
+    cgroupfs = options.get("cgroupfs")
+    return Path(cgroupfs) if cgroupfs else None, Path(options.get("mounts") or MOUNTS)
+
+
+class Cgroup:
+    def __init__(self, options: Mapping[str, Any], size: int) -> None:
+        if size == TEXT_INPUT:
+            raise DecoderError("cgroup decodes a raw field, so it must be the first decoder")
+        if size != 8:
+            raise DecoderError(f"cgroup decodes 8-byte cgroup ids, not {size}")
+        self._paths = CgroupPaths(*tree_options(options), "cgroup")
+
+    def decode(self, data: bytes) -> bytes:
+        reads = self._paths.reads
+        path, known = self._paths.find(int.from_bytes(data, sys.byteorder))
+        if not known and self._paths.reads == reads:
+            # Not in a read older than this miss (rate-limited): maybe a cgroup made since.
+            raise Unresolved(UNKNOWN)
+        return path or UNKNOWN  # not there now: removed, or never a cgroup

@@ -25,6 +25,8 @@ from .. import kallsyms
 from ..config import ProgramSpec
 from ..errors import LoadError
 from . import handoff
+from .prelude import with_prelude
+from .targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class Attachment:
     function: str
     probe: str
     tried: tuple[tuple[str, str], ...] = ()  # (probe, why not) for alternatives passed over
+    target: Target | None = None  # the file of a uprobe or USDT probe
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 def load(spec: ProgramSpec, worker: Worker) -> LoadedProgram:
     job = {
-        "code": spec.code,
+        "code": with_prelude(spec.code),
         "cflags": [*spec.program.cflags, *kaddr_cflags(spec)],
         "probes": [p.model_dump(mode="json") for p in spec.program.probes],
         "perf_maps": sorted({c.perf_map for c in spec.program.metrics.counters if c.perf_map}),
@@ -158,7 +161,10 @@ def load(spec: ProgramSpec, worker: Worker) -> LoadedProgram:
         functions={f["name"]: fds[f["fd"]] for f in meta["functions"]},
         attachments=[
             Attachment(
-                a["function"], a["probe"], tuple((t["probe"], t["error"]) for t in a["tried"])
+                a["function"],
+                a["probe"],
+                tuple((t["probe"], t["error"]) for t in a["tried"]),
+                Target(**a["target"]) if "target" in a else None,
             )
             for a in meta["attachments"]
         ],

@@ -8,6 +8,7 @@ with os._exit so that BCC's atexit hooks cannot detach anything.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ from ..bpf.perf import link_perf_event, output_event, tracepoint_event
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
 from . import availability, elf, handoff
 from .availability import ProbeUnavailable
+from .targets import Target
 
 PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1
@@ -121,7 +123,7 @@ def _prepare_usdt(bindings: list[tuple[str, list[Probe]]]) -> tuple[list[Any], l
         context = USDT(path=first.field("path"))
         context.enable_probe(probe=first.field("probe"), fn_name=function)
         contexts.append(context)
-        done.append({"function": function, "probe": str(first), "tried": []})
+        done.append({"function": function, "probe": str(first), "tried": [], **_target(first)})
     return contexts, done
 
 
@@ -178,10 +180,19 @@ def _attach_first(
             tried.append({"probe": str(probe), "error": str(err)})
             unavailable = unavailable and isinstance(err, ProbeUnavailable)
             continue
-        return [{"function": function, "probe": p, "tried": tried} for p in matched]
+        target = _target(probe)
+        return [{"function": function, "probe": p, "tried": tried, **target} for p in matched]
     reasons = "; ".join(f"{t['probe']}: {t['error']}" for t in tried)
     failure = ProbeUnavailable if unavailable else AttachFailed
     raise failure(f"function {function}: no probe could be attached ({reasons})")
+
+
+def _target(probe: Probe) -> dict[str, Any]:
+    """The file a uprobe or USDT probe is in, as attached. The probe stays on that file if it
+    is deleted or replaced (a package upgrade): the daemon watches for it (loader.targets)."""
+    if probe.kind not in ("uprobe", "uretprobe", "usdt"):
+        return {}
+    return {"target": dataclasses.asdict(Target.of(probe.field("path")))}
 
 
 class Attacher:

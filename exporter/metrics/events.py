@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Sequence
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from ..bpf.perf_buffer import PerfBuffer
 from ..config.models import Counter
 from ..errors import LoadError
 from ..loader import LoadedProgram
+from .exposition import Family, SeriesText
 from .labels import LabelDecoder, is_cpu_label, layout
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class EventCounter:
         fields, span = layout(program.name, where, config)
         self.labels = LabelDecoder(where, fields, span)
         self.label_names = [label.name for label in config.labels]
+        self.text = SeriesText(self.label_names)
         self.counts: dict[tuple[str, ...], int] = {}
         self.lost = 0
         self._lock = threading.Lock()
@@ -60,11 +62,9 @@ class EventCounter:
 
     def family(self, name: str) -> Metric:
         self.drain()
-        family = CounterMetricFamily(name, self.config.help, labels=self.label_names)
         with self._lock:
-            for labels, count in self.counts.items():
-                family.add_metric(labels, count)
-        return family
+            series = list(self.counts.items())
+        return Family(name, self.config.help, "counter", self.text, series)
 
     def close(self) -> None:
         with self._lock:

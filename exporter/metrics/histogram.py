@@ -56,16 +56,17 @@ class Buckets:
         return cls(keys, bounds, mult, histogram.sum_key)
 
     def render(self, counts: Mapping[int, int]) -> tuple[list[tuple[str, float]], float | None]:
-        """Cumulative (le, count) pairs ending with +Inf, and the sum (None when not kept)."""
+        """Cumulative (le, count) pairs ending with +Inf, and the sum (None when not kept).
+        Counts stay ints: exposition prints small ones without going through float."""
         per_bucket = [0] * (len(self.keys) + 1)  # the extra slot is +Inf only
         for key, count in counts.items():
             if key != self.sum_key:
                 # The first bucket whose bound is >= the key holds it (fixed keys may skip some).
                 per_bucket[bisect_left(self.keys, key)] += count
-        buckets = []
+        buckets: list[tuple[str, float]] = []
         running = 0
         for bound, count in zip((*self.bounds, "+Inf"), per_bucket, strict=True):
             running += count
-            buckets.append((bound, float(running)))
+            buckets.append((bound, running))
         total = None if self.sum_key is None else counts.get(self.sum_key, 0) * self.multiplier
         return buckets, total

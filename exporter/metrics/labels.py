@@ -36,7 +36,7 @@ def is_cpu_label(label: Label) -> bool:
 
 def layout(program: str, where: str, metric: MetricConfig) -> tuple[list[Field], int]:
     """The fields of the metric's (non-cpu) labels, in order, and how many bytes they span."""
-    fields, offset = [], 0
+    fields, offset, span = [], 0, 0
     for i, label in enumerate(metric.labels):
         if is_cpu_label(label):
             continue
@@ -47,9 +47,11 @@ def layout(program: str, where: str, metric: MetricConfig) -> tuple[list[Field],
                 program,
                 f"{where}.labels[{i}].decoders: metric {metric.name}, label {label.name}: {err}",
             ) from None
-        fields.append(Field(label.name, offset, label.size, chain))
-        offset += label.size + label.padding
-    return fields, offset
+        start = offset if label.offset is None else label.offset
+        fields.append(Field(label.name, start, label.size, chain))
+        offset = start + label.size + label.padding
+        span = max(span, offset)
+    return fields, span
 
 
 class LabelDecoder:

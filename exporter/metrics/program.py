@@ -7,21 +7,17 @@ import threading
 from collections.abc import Iterator
 from typing import TypeVar
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 
 from ..bpf.maps import MapReader, possible_cpus
 from ..bpf.syscall import MapType
-from ..config.models import Counter, Gauge, Histogram, Label
+from ..config.models import Histogram, Label
 from ..config.models import Metric as MetricConfig
 from ..decoders import SkipSeries
 from ..errors import LoadError
 from ..loader import LoadedProgram
 from .events import EventCounter
+from .exposition import Family, HistogramValue, SeriesText
 from .histogram import Buckets
 from .labels import Field, LabelDecoder, is_cpu_label, layout
 
@@ -60,6 +56,7 @@ class MetricReader:
         else:
             self.bucket = None
         self.labels = LabelDecoder(where, fields, span)
+        self.text = SeriesText(self.label_names)
         self.is_array = self.reader.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
         self.entries_read = 0  # keys in the map at the last collection
         self.series_dropped = 0
@@ -95,8 +92,20 @@ class MetricReader:
     def summed(self, skip_zero: bool = False) -> dict[tuple[str, ...], int]:
         """Values by decoded labels; keys that decode alike (recycled ids) are summed."""
         out: dict[tuple[str, ...], int] = {}
-        for _, labels, value in self.entries(skip_zero):
-            out[labels] = out.get(labels, 0) + value
+        get = out.get
+        if self.cpu_label is not None:
+            for _, labels, value in self.entries(skip_zero):
+                out[labels] = get(labels, 0) + value
+            return out
+        # entries() inlined for the common case: this runs for each of up to ~100k keys.
+        items = self.reader.items()
+        self.entries_read = len(items)
+        decode = self.labels
+        for key, value in items:
+            if value or not skip_zero:
+                decoded = decode(key)
+                if decoded is not None:
+                    out[decoded] = get(decoded, 0) + value
         return out
 
 
@@ -170,26 +179,14 @@ class ProgramCollector:
         yield from families
 
     def _counter(self, reader: MetricReader) -> Metric:
-        config: Counter = reader.config  # type: ignore[assignment]
-        family = CounterMetricFamily(
-            _name(self.program, config), config.help, labels=reader.label_names
-        )
         # Array slots exist before anything happened: a zero slot counted nothing, no series.
-        for labels, value in self._bounded(reader, reader.summed(skip_zero=reader.is_array)):
-            family.add_metric(labels, value)
-        return family
+        series = self._bounded(reader, reader.summed(skip_zero=reader.is_array))
+        return self._family(reader, "counter", series)
 
     def _gauge(self, reader: MetricReader) -> Metric:
-        config: Gauge = reader.config  # type: ignore[assignment]
-        family = GaugeMetricFamily(
-            _name(self.program, config), config.help, labels=reader.label_names
-        )
-        for labels, value in self._bounded(reader, reader.summed()):
-            family.add_metric(labels, value)
-        return family
+        return self._family(reader, "gauge", self._bounded(reader, reader.summed()))
 
     def _histogram(self, reader: MetricReader, buckets: Buckets) -> Metric:
-        config: Histogram = reader.config  # type: ignore[assignment]
         assert reader.bucket is not None
         per_series: dict[tuple[str, ...], dict[int, int]] = {}
         for key, labels, value in reader.entries():
@@ -200,13 +197,16 @@ class ProgramCollector:
                 continue
             counts = per_series.setdefault(labels, {})
             counts[slot] = counts.get(slot, 0) + value
-        family = HistogramMetricFamily(
-            _name(self.program, config), config.help, labels=reader.label_names
-        )
-        for labels, counts in self._bounded(reader, per_series):
-            series, total = buckets.render(counts)
-            family.add_metric(list(labels), series, total)
-        return family
+        series: list[tuple[tuple[str, ...], HistogramValue]] = [
+            (labels, buckets.render(counts)) for labels, counts in self._bounded(reader, per_series)
+        ]
+        return self._family(reader, "histogram", series)
+
+    def _family(
+        self, reader: MetricReader, typ: str, series: list[tuple[tuple[str, ...], V]]
+    ) -> Metric:
+        config = reader.config
+        return Family(_name(self.program, config), config.help, typ, reader.text, series)
 
     def _bounded(
         self, reader: MetricReader, series: dict[tuple[str, ...], V]

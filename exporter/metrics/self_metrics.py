@@ -9,11 +9,14 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import __version__
+from ..bpf.maps import MapReader
 from ..bpf.syscall import BPFError, prog_info
 from ..config.v1 import NAMESPACE as V1
 from ..errors import LoadError
 from ..headers import HeaderCheck
 from ..loader import LoadedProgram
+from ..loader.prelude import FAILURES_MAP, MACRO, counted_maps
+from ..loader.targets import TargetWatch
 from .program import ProgramCollector
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ class ExporterCollector:
         self.headers = headers
         self.collectors: list[ProgramCollector] = []
         self.failed: list[LoadError] = []
+        self.update_failures: list[UpdateFailures] = []
+        self.targets = TargetWatch()
         self.last_reload_successful = True
         self.last_reload_success_time = time.time()
 
@@ -41,6 +46,13 @@ class ExporterCollector:
     ) -> None:
         self.collectors = list(collectors)
         self.failed = list(failed)
+        self.update_failures = [UpdateFailures(c.program) for c in self.collectors]
+        self.targets.watch(
+            (c.program.name, a.function, a.probe, a.target)
+            for c in self.collectors
+            for a in c.program.attachments
+            if a.target is not None
+        )
 
     def collect(self) -> Iterator[Metric]:
         success = GaugeMetricFamily(
@@ -111,9 +123,21 @@ class ExporterCollector:
         for err in self.failed:
             enabled.add_metric([err.program], 0)
         yield from (enabled, attached, compile_seconds, decoder_errors, lost)
+        yield self._target_metrics()
         yield from self._map_metrics()
         yield from self._v1_enabled_programs()
         yield from _run_stats(c.program for c in self.collectors)
+
+    def _target_metrics(self) -> Metric:
+        missing = GaugeMetricFamily(
+            f"{PREFIX}_probe_target_missing",
+            "1 while the file a uprobe or USDT probe was attached to is deleted or replaced: "
+            "processes started from a new file at that path are not traced.",
+            labels=["program", "function", "probe"],
+        )
+        for (program, function, probe, _), gone in self.targets.missing().items():
+            missing.add_metric([program, function, probe], 1 if gone else 0)
+        return missing
 
     def _v1_enabled_programs(self) -> Iterator[Metric]:
         """ebpf_exporter v1's own self metric, for dashboards built on it."""
@@ -153,6 +177,24 @@ class ExporterCollector:
                 entries.add_metric([name, map_name], count)
                 capacity.add_metric([name, map_name], most)
         yield from (dropped, entries, capacity)
+        yield self._update_failure_metrics()
+
+    def _update_failure_metrics(self) -> Metric:
+        failures = CounterMetricFamily(
+            f"{PREFIX}_map_update_failures",
+            "Map updates a program saw fail (a full hash map) and counted in the kernel "
+            "(EXPORTER_UPDATE_FAILED): events it lost.",
+            labels=["program", "map"],
+        )
+        for counts in self.update_failures:
+            try:
+                found = counts.read()
+            except BPFError as err:
+                log.warning('program "%s": cannot read failed map updates: %s', counts.program, err)
+                continue
+            for map_name, value in found.items():
+                failures.add_metric([counts.program, map_name], value)
+        return failures
 
     def _reload_metrics(self) -> Iterator[Metric]:
         successful = GaugeMetricFamily(
@@ -197,6 +239,28 @@ class ExporterCollector:
         )
         yield match
         yield info
+
+
+class UpdateFailures:
+    """One program's in-kernel count of failed map updates (programs/include/bcc_exporter.h).
+
+    The maps the source counts are shown from the start, at 0, so that a first failure is an
+    increase Prometheus sees, not a series appearing with its first value."""
+
+    def __init__(self, program: LoadedProgram) -> None:
+        self.program = program.name
+        code = program.spec.code
+        fd = program.maps.get(FAILURES_MAP)
+        # Every program has the map (the prelude declares it); only those using it are read.
+        self.reader = MapReader(fd) if fd is not None and MACRO in code else None
+        self.counted = [name for name in counted_maps(code) if name in program.maps]
+
+    def read(self) -> dict[str, int]:
+        found = dict.fromkeys(self.counted, 0)
+        if self.reader is not None:
+            for key, value in self.reader.items():
+                found[key.split(b"\0", 1)[0].decode(errors="replace")] = value
+        return found
 
 
 def _run_stats(programs: Iterable[LoadedProgram]) -> Iterator[Metric]:

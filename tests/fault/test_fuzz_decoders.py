@@ -122,6 +122,9 @@ VARIANTS: dict[str, Callable[[Path], list[Variant]]] = {
     "majorminor": _majorminor,
     "inet_ip": _only(st.sampled_from([4, 16]), [{"name": "inet_ip"}]),
     "cgroup": _only(st.just(8), [{"name": "cgroup"}]),
+    "k8s_namespace": _only(st.just(8), [{"name": "k8s_namespace"}]),
+    "k8s_pod": _only(st.just(8), [{"name": "k8s_pod"}]),
+    "k8s_container": _only(st.just(8), [{"name": "k8s_container"}]),
     "ifname": _only(st.just(4), [{"name": "ifname"}]),
     "tracepoint": _tracepoint,
 }
@@ -193,8 +196,10 @@ OPTION_KEYS = [
     "cgroupfs",
     "mounts",
     "tracefs",
+    "pod_logs",
+    "container_logs",
 ]
-PATH_OPTIONS = {"sysfs", "kallsyms", "cgroupfs", "mounts", "tracefs"}
+PATH_OPTIONS = {"sysfs", "kallsyms", "cgroupfs", "mounts", "tracefs", "pod_logs", "container_logs"}
 
 LEAVES = st.one_of(
     st.none(),
@@ -259,6 +264,7 @@ def test_random_options_raise_only_decoder_error(options_list: list[Any], size: 
         ([{"name": "ksym", "kallsyms": 5}], 8),
         ([{"name": "cgroup", "cgroupfs": 5}], 8),
         ([{"name": "cgroup", "mounts": [1]}], 8),
+        ([{"name": "k8s_pod", "pod_logs": 5}], 8),
         ([{"name": "majorminor", "sysfs": True}], 4),
         ([{"name": "uint"}, {"name": "tracepoint", "tracefs": 5}], 4),
     ],

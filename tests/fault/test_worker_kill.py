@@ -8,15 +8,13 @@ process holding the FIFO open, and it gets SIGKILL while clang waits to read the
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-from ..conftest import getppid_counter
+from ..conftest import bpftool_show, getppid_counter
 
 GOOD = getppid_counter(metric="good_calls_total", namespace="fault")
 
@@ -91,10 +89,7 @@ def open_writer(fifo: Path, timeout: float) -> int:
 
 
 def loaded(kind: str) -> set[str]:
-    out = subprocess.run(
-        ["bpftool", "-j", kind, "show"], check=True, capture_output=True, text=True
-    ).stdout
-    return {entry.get("name", "") for entry in json.loads(out)}
+    return {entry.get("name", "") for entry in bpftool_show(kind)}
 
 
 def test_sigkill_of_a_compile_worker_costs_only_its_program(daemon, write_config, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -66,3 +67,15 @@ def test_snapshot_prints_what_one_program_saw_in_its_window():
     assert proc.returncode == 0
     rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[2:] if line.strip()}
     assert rows.get(comm) == "23", out
+
+
+def test_loader_jobs_bounds_the_compile_workers_running_at_once():
+    done = run_cli("--config.check", "--loader.jobs=1", "--config.names=syscalls,pagefaults,execs")
+    assert done.returncode == 0, done.stderr
+    # One worker at a time: each program is ready before the next one starts compiling.
+    events = [
+        (event, name)
+        for name, event in re.findall(r'program "(\w+)": (compiling|ready)', done.stderr)
+    ]
+    assert [event for event, _ in events] == ["compiling", "ready"] * 3, done.stderr
+    assert [name for _, name in events[::2]] == [name for _, name in events[1::2]]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from ..conftest import REPO, getppid_counter, run_cli
+from ..conftest import REPO, bpftool_show, getppid_counter, run_cli, still_loaded
 
 GOOD = getppid_counter()
 
@@ -43,44 +41,15 @@ def test_broken_program_costs_only_itself(daemon, write_config):
     assert "undeclared_thing" in page and "good" in page
 
 
-def bpf_prog_ids() -> set[int]:
-    out = subprocess.run(
-        ["bpftool", "-j", "prog", "show"], check=True, capture_output=True, text=True
-    ).stdout
-    return {p["id"] for p in json.loads(out)}
-
-
 def test_sigkill_leaves_nothing_attached(daemon, write_config):
     exporter = daemon(
         f"--config.file={write_config('good', GOOD)}", "--config.names=syscalls,opens"
     )
-    ours = {
-        int(dict(labels)["id"])
-        for (name, labels), _ in exporter.scrape().items()
-        if name == "bcc_exporter_program_run_count_total"
-    }
-    assert len(ours) == 3 and ours <= bpf_prog_ids()
+    ours = exporter.program_ids()
+    assert len(ours) == 3 and ours <= {prog["id"] for prog in bpftool_show("prog")}
     exporter.proc.send_signal(signal.SIGKILL)
     exporter.proc.wait()
-    deadline = time.monotonic() + 5  # programs are freed after an RCU grace period
-    while ours & bpf_prog_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not ours & bpf_prog_ids()
-
-
-def test_sigterm_detaches_and_exits_zero(daemon, write_config):
-    exporter = daemon(f"--config.file={write_config('good', GOOD)}")
-    ours = {
-        int(dict(labels)["id"])
-        for (name, labels), _ in exporter.scrape().items()
-        if name == "bcc_exporter_program_run_count_total"
-    }
-    assert exporter.stop() == 0
-    assert "stopped; every program detached" in exporter.log()
-    deadline = time.monotonic() + 5
-    while ours & bpf_prog_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not ours & bpf_prog_ids()
+    assert not still_loaded(ours, "prog")
 
 
 def test_promtool_accepts_a_real_scrape(daemon, write_config, tmp_path):

@@ -8,7 +8,6 @@ import configparser
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from exporter.config import select
 
 from ..conftest import Daemon
 from . import workload
-from .conftest import REPO, free_port
+from .conftest import REPO
 
 UNIT = REPO / "deploy" / "systemd" / "bcc_exporter.service"
 # What systemd's DynamicUser picks from (61184-65519); no passwd entry is needed.
@@ -66,31 +65,21 @@ class UnitDaemon(Daemon):
     nothing else, no new privileges (as DynamicUser implies). Started like Daemon, only wrapped."""
 
     def __init__(self, caps: set[str], log: Path) -> None:
-        wanted = ",".join(f"+{c.removeprefix('CAP_').lower()}" for c in sorted(caps))
-        self.port = free_port()
-        self.log_path = log
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                "setpriv",
-                f"--reuid={DYNAMIC_UID}",
-                f"--regid={DYNAMIC_UID}",
-                "--clear-groups",
-                f"--inh-caps=-all,{wanted}",
-                f"--ambient-caps=-all,{wanted}",
-                f"--bounding-set=-all,{wanted}",
-                "--no-new-privs",
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.wait_ready()
+        self.caps = ",".join(f"+{c.removeprefix('CAP_').lower()}" for c in sorted(caps))
+        super().__init__([], log)
+
+    def command(self, args: list[str]) -> list[str]:
+        return [
+            "setpriv",
+            f"--reuid={DYNAMIC_UID}",
+            f"--regid={DYNAMIC_UID}",
+            "--clear-groups",
+            f"--inh-caps=-all,{self.caps}",
+            f"--ambient-caps=-all,{self.caps}",
+            f"--bounding-set=-all,{self.caps}",
+            "--no-new-privs",
+            *super().command(args),
+        ]
 
 
 def test_the_units_capabilities_run_every_default_program_as_a_non_root_user(

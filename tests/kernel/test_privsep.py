@@ -11,8 +11,8 @@ from pathlib import Path
 
 from exporter import capabilities
 
-from .test_daemon import bpf_prog_ids
-from .test_reload import ids_of, reload, write
+from ..conftest import bpftool_show, still_loaded
+from .test_reload import reload, write
 
 CAP_NET_BIND_SERVICE = 1 << 10
 
@@ -42,21 +42,6 @@ def alive(pid: int) -> bool:
         return status(pid)["State"][0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def wait_gone(ids: set[int], timeout: float = 5) -> set[int]:
-    deadline = time.monotonic() + timeout  # programs are freed after an RCU grace period
-    while ids & bpf_prog_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return ids & bpf_prog_ids()
-
-
-def our_ids(exporter) -> set[int]:  # type: ignore[no-untyped-def]
-    return {
-        int(dict(labels)["id"])
-        for (name, labels), _ in exporter.scrape().items()
-        if name == "bcc_exporter_program_run_count_total"
-    }
 
 
 def test_server_has_no_capabilities_spawner_has_ours_and_scrapes_work(daemon, tmp_path):
@@ -92,8 +77,8 @@ def test_sighup_reload_compiles_through_the_spawner(daemon, tmp_path):
     exporter = daemon(f"--config.dir={tmp_path}")
     write(tmp_path, "second", "getuid")
     assert reload(exporter) == 1
-    added = {int(i) for i in ids_of(exporter, "second")}
-    assert added and added <= bpf_prog_ids()
+    added = exporter.program_ids("second")
+    assert added and added <= {prog["id"] for prog in bpftool_show("prog")}
     for _ in range(23):
         os.getuid()
     assert exporter.value("bcc_second_calls_total", slot="0") == 23
@@ -118,31 +103,31 @@ def test_without_the_spawner_reloads_fail_clearly_and_serving_goes_on(daemon, tm
     for _ in range(23):
         os.getppid()
     assert exporter.value("bcc_kept_calls_total", slot="0") == 23
-    assert not ids_of(exporter, "added")
+    assert not exporter.program_ids("added")
 
 
 def test_sigkill_of_the_daemon_takes_the_spawner_and_every_program(daemon, tmp_path):
     write(tmp_path, "calls", "getppid")
     exporter = daemon(f"--config.dir={tmp_path}")
-    spawner, ours = spawner_pid(exporter), our_ids(exporter)
-    assert ours and ours <= bpf_prog_ids()
+    spawner, ours = spawner_pid(exporter), exporter.program_ids()
+    assert ours and ours <= {prog["id"] for prog in bpftool_show("prog")}
     exporter.proc.send_signal(signal.SIGKILL)
     exporter.proc.wait()
     deadline = time.monotonic() + 5
     while alive(spawner):
         assert time.monotonic() < deadline, "the spawner outlived the daemon"
         time.sleep(0.05)
-    assert not wait_gone(ours)
+    assert not still_loaded(ours, "prog")
 
 
 def test_sigterm_stops_the_spawner_with_the_daemon(daemon, tmp_path):
     write(tmp_path, "calls", "getppid")
     exporter = daemon(f"--config.dir={tmp_path}")
-    spawner, ours = spawner_pid(exporter), our_ids(exporter)
+    spawner, ours = spawner_pid(exporter), exporter.program_ids()
     assert exporter.stop() == 0
     assert not alive(spawner)
     assert "spawner that compiles programs is gone" not in exporter.log()  # no false alarm
-    assert not wait_gone(ours)
+    assert not still_loaded(ours, "prog")
 
 
 def test_capabilities_keep_keeps_exactly_those(daemon, tmp_path):

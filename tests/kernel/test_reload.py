@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .test_daemon import bpf_prog_ids
+from ..conftest import still_loaded
 
 COUNTER = """
 programs:
@@ -50,14 +50,6 @@ def reload(exporter) -> float:  # type: ignore[no-untyped-def]
     return exporter.value("bcc_exporter_config_last_reload_successful")
 
 
-def ids_of(exporter, program: str) -> set[str]:  # type: ignore[no-untyped-def]
-    return {
-        dict(labels)["id"]
-        for (name, labels), _ in exporter.scrape().items()
-        if name == "bcc_exporter_program_run_count_total" and dict(labels)["program"] == program
-    }
-
-
 def test_reload_keeps_unchanged_counts_swaps_changed_and_drops_removed(daemon, tmp_path):
     write(tmp_path, "kept", "getppid")
     write(tmp_path, "changed", "getuid")
@@ -66,7 +58,7 @@ def test_reload_keeps_unchanged_counts_swaps_changed_and_drops_removed(daemon, t
     for _ in range(23):
         os.getppid()
     kept_ids, changed_ids, removed_ids = (
-        ids_of(exporter, p) for p in ("kept", "changed", "removed")
+        exporter.program_ids(p) for p in ("kept", "changed", "removed")
     )
 
     write(tmp_path, "changed", "getuid", help="calls, new help")
@@ -76,14 +68,11 @@ def test_reload_keeps_unchanged_counts_swaps_changed_and_drops_removed(daemon, t
         os.getppid()
     samples = exporter.scrape()
     assert samples[("bcc_kept_calls_total", frozenset({("slot", "0")}))] == 23 + 11
-    assert ids_of(exporter, "kept") == kept_ids  # the same program, never recompiled
-    assert ids_of(exporter, "changed") and ids_of(exporter, "changed") != changed_ids
+    assert exporter.program_ids("kept") == kept_ids  # the same program, never recompiled
+    assert exporter.program_ids("changed") and exporter.program_ids("changed") != changed_ids
     assert ("bcc_exporter_enabled_programs", frozenset({("program", "removed")})) not in samples
-    deadline = time.monotonic() + 5
-    gone = {int(i) for i in removed_ids | changed_ids}
-    while gone & bpf_prog_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not gone & bpf_prog_ids()  # the removed and the replaced ones are detached
+    # The removed and the replaced ones are detached.
+    assert not still_loaded(removed_ids | changed_ids, "prog")
 
 
 def test_a_broken_reload_keeps_everything_running(daemon, tmp_path):
@@ -91,7 +80,7 @@ def test_a_broken_reload_keeps_everything_running(daemon, tmp_path):
     write(tmp_path, "changed", "getuid")
     exporter = daemon(f"--config.dir={tmp_path}")
     before = exporter.value("bcc_exporter_config_last_reload_success_timestamp_seconds")
-    changed_ids = ids_of(exporter, "changed")
+    changed_ids = exporter.program_ids("changed")
     (tmp_path / "changed.yaml").write_text(
         (tmp_path / "changed.yaml").read_text().replace("calls.increment(zero);", "nonsense;")
     )
@@ -100,7 +89,7 @@ def test_a_broken_reload_keeps_everything_running(daemon, tmp_path):
     for _ in range(23):
         os.getppid()
     assert exporter.value("bcc_kept_calls_total", slot="0") == 23
-    assert ids_of(exporter, "changed") == changed_ids
+    assert exporter.program_ids("changed") == changed_ids
     assert exporter.value("bcc_exporter_config_last_reload_success_timestamp_seconds") == before
 
     (tmp_path / "kept.yaml").write_text("programs: [")  # a config that does not parse

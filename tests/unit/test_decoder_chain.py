@@ -16,6 +16,9 @@ def test_registry_names() -> None:
         "hex",
         "ifname",
         "inet_ip",
+        "k8s_container",
+        "k8s_namespace",
+        "k8s_pod",
         "ksym",
         "majorminor",
         "regexp",
@@ -64,8 +67,9 @@ def test_unknown_decoder_lists_known_ones(name: Any) -> None:
     with pytest.raises(DecoderError) as e:
         build_chain([{"name": name}], 4)
     assert str(e.value) == (
-        f"unknown decoder {name!r}, known: cgroup, dname, errno, hex, ifname, inet_ip, ksym, "
-        "majorminor, regexp, static_map, string, syscall, tracepoint, uint"
+        f"unknown decoder {name!r}, known: cgroup, dname, errno, hex, ifname, inet_ip, "
+        "k8s_container, k8s_namespace, k8s_pod, ksym, majorminor, regexp, static_map, string, "
+        "syscall, tracepoint, uint"
     )
 
 

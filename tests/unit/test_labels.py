@@ -2,6 +2,7 @@
 
 import pytest
 
+from exporter.config.models import Counter
 from exporter.decoders import Chain, SkipSeries, Unresolved
 from exporter.metrics import labels
 from exporter.metrics.labels import Field, LabelDecoder
@@ -63,3 +64,24 @@ def test_a_dropped_series_is_cached_and_a_failure_counted():
     assert decode(b"\2\0\0\0") is None
     assert decode(b"\2\0\0\0") is None
     assert (answers.asked, decode.errors) == (3, 2)
+
+
+def test_labels_with_an_offset_share_key_bytes():
+    hexed = {"name": "hex"}
+    metric = Counter.model_validate(
+        {
+            "name": "pod_calls_total",
+            "help": "h",
+            "map": "m",
+            "labels": [
+                {"name": "pod", "size": 8, "decoders": [hexed]},
+                {"name": "container", "size": 8, "offset": 0, "decoders": [hexed]},
+                {"name": "nr", "size": 4, "padding": 4, "decoders": [{"name": "uint"}]},
+            ],
+        }
+    )
+    fields, span = labels.layout("p", "metrics.counters[0]", metric)
+    assert [(f.name, f.offset) for f in fields] == [("pod", 0), ("container", 0), ("nr", 8)]
+    assert span == 16
+    key = bytes(range(1, 9)) + (7).to_bytes(4, "little") + bytes(4)
+    assert LabelDecoder("w", fields, span)(key) == ("0102030405060708",) * 2 + ("7",)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import threading
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.errors import LoadError
+from exporter.metrics import exposition
 from exporter.metrics.self_metrics import ExporterCollector
 from exporter.server import App
 
@@ -50,6 +52,10 @@ def make_app(telemetry_path: str = "/metrics") -> tuple[App, ExporterCollector]:
 
 
 def request(app: App, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
+    return asyncio.run(call(app, method, path, headers))
+
+
+async def call(app: App, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -69,7 +75,7 @@ def request(app: App, method: str, path: str, headers: dict[str, str] | None = N
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    await app(scope, receive, send)
     start, *bodies = sent
     assert start["type"] == "http.response.start"
     assert [b["type"] for b in bodies] == ["http.response.body"]
@@ -155,6 +161,110 @@ def test_gzip_when_accepted(app: App) -> None:
     assert r.body[:2] == b"\x1f\x8b"
     got = samples(gzip.decompress(r.body))
     assert got[("bcc_opens_total", frozenset({("comm", "cat")}))] == 23
+
+
+class Numbered:
+    """A collector whose collections are numbered, and can be held open."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.collecting = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+        self.fail = False
+
+    def collect(self) -> Iterator[Metric]:
+        self.collections += 1
+        number = self.collections
+        self.collecting.set()
+        assert self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("collection failed")
+        family = GaugeMetricFamily("collection", "Which collection the body shows.")
+        family.add_metric([], number)
+        yield family
+
+
+def numbered_app() -> tuple[App, Numbered]:
+    registry = CollectorRegistry(auto_describe=False)
+    numbered = Numbered()
+    registry.register(numbered)
+    return App(registry, ExporterCollector(), "/metrics"), numbered
+
+
+def collection(response: Response, gzipped: bool = False) -> float:
+    body = gzip.decompress(response.body) if gzipped else response.body
+    if response.headers["content-type"].startswith("application/openmetrics-text"):
+        families = openmetrics_families(body.decode())
+    else:
+        families = text_string_to_metric_families(body.decode())
+    return next(f for f in families if f.name == "collection").samples[0].value
+
+
+async def during_a_collection(
+    app: App, numbered: Numbered, later: list[dict[str, str]]
+) -> tuple[Response, list[Response]]:
+    """One request, and `later` ones arriving while its collection runs."""
+    numbered.release.clear()
+    first = asyncio.create_task(call(app, "GET", "/metrics"))
+    assert await asyncio.to_thread(numbered.collecting.wait, 10)
+    waiting = [asyncio.create_task(call(app, "GET", "/metrics", h)) for h in later]
+    await asyncio.sleep(0.1)  # every one of them is waiting now
+    numbered.release.set()
+    return await first, await asyncio.gather(*waiting)
+
+
+def test_scrapes_arriving_during_a_collection_share_the_next_one() -> None:
+    app, numbered = numbered_app()
+    first, later = asyncio.run(during_a_collection(app, numbered, [{}] * 20))
+    # None of them is given the collection that began before it arrived.
+    assert collection(first) == 1
+    assert [collection(r) for r in later] == [2] * 20
+    assert numbered.collections == 2
+    # One at a time, a scrape never waits for anything: each collects anew.
+    assert [collection(request(app, "GET", "/metrics")) for _ in range(3)] == [3, 4, 5]
+
+
+def test_each_encoding_of_a_shared_collection_is_rendered_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[str] = []
+    real = exposition.render
+
+    def counted(families: list[Metric], accept: str) -> tuple[bytes, str]:
+        renders.append(accept)
+        return real(families, accept)
+
+    monkeypatch.setattr(exposition, "render", counted)
+    app, numbered = numbered_app()
+    gzipped = {"Accept-Encoding": "gzip"}
+    openmetrics = {"Accept": OPENMETRICS_ACCEPT}
+    later = [{}, gzipped, openmetrics, {**openmetrics, **gzipped}] * 5
+    _, responses = asyncio.run(during_a_collection(app, numbered, later))
+    assert numbered.collections == 2
+    assert renders == ["", "", OPENMETRICS_ACCEPT]  # the first request's, then text and OM
+    for headers, response in zip(later, responses, strict=True):
+        assert response.status == 200
+        assert collection(response, gzipped="Accept-Encoding" in headers) == 2
+        assert response.headers.get("content-encoding") == headers.get("Accept-Encoding")
+        assert response.headers["content-type"].startswith(
+            "application/openmetrics-text" if "Accept" in headers else "text/plain"
+        )
+
+
+def test_a_failed_collection_fails_the_scrapes_sharing_it_and_the_next_collects_anew() -> None:
+    app, numbered = numbered_app()
+    numbered.fail = True
+
+    async def scrapes() -> list[Response | BaseException]:
+        tasks = [asyncio.create_task(call(app, "GET", "/metrics")) for _ in range(5)]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(scrapes())
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert numbered.collections == 1
+    numbered.fail = False
+    assert collection(request(app, "GET", "/metrics")) == 2
 
 
 def test_header_names_are_case_insensitive(app: App) -> None:

@@ -1,0 +1,83 @@
+"""`python -m bench [--quick] [--only a,b] [--out FILE]`: run the benchmarks, write Markdown.
+
+Not a test: figures, each with its target and pass/fail. `--quick` runs tiny counts to check
+that everything still works and writes to a temporary file unless --out is given."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from exporter.errors import ConfigError
+
+from . import cpu, events, rss, scrape, start
+from .common import REPO, Options, Section, machine
+
+BENCHMARKS: dict[str, Callable[[Options], list[Section]]] = {
+    "events": events.run,
+    "rss": rss.run,
+    "start": start.run,
+    "scrape": scrape.run,
+    "cpu": cpu.run,
+}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny counts; figures mean nothing")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma list of benchmarks")
+    parser.add_argument(
+        "--out", type=Path, help="default: docs/BENCHMARKS.md (--quick: a temp file)"
+    )
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    with tempfile.TemporaryDirectory(prefix="bcc_exporter_bench.") as scratch:
+        try:
+            sections = run(chosen, Options.make(args.quick, Path(scratch)))
+        except (ConfigError, RuntimeError, subprocess.CalledProcessError) as err:
+            print(f"bench: error: {err}", file=sys.stderr)
+            return 1
+        out = args.out or (
+            Path(scratch).parent / "bcc_exporter_bench_quick.md"
+            if args.quick
+            else REPO / "docs" / "BENCHMARKS.md"
+        )
+        out.write_text(report(sections, args.quick))
+    failed = sum(s.failed_targets for s in sections)
+    print(f"bench: wrote {out}; {failed} target(s) not met", file=sys.stderr)
+    return 0
+
+
+def run(chosen: list[str], opts: Options) -> list[Section]:
+    sections: list[Section] = []
+    for name in chosen:
+        started = time.monotonic()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        sections += BENCHMARKS[name](opts)
+        print(f"bench: {name} done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return sections
+
+
+def report(sections: list[Section], quick: bool) -> str:
+    head = [
+        "# Benchmarks",
+        "Written by `make bench` (`python -m bench`, see bench/); not edited by hand. "
+        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d %H:%M')}.",
+    ]
+    if quick:
+        head.append("**`--quick` run: tiny counts, the figures mean nothing.**")
+    missed = [s.title for s in sections if s.failed_targets]
+    head.append("Targets not met: " + ", ".join(missed) + "." if missed else "Every target is met.")
+    return "\n\n".join(head + [s.markdown() for s in sections]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,35 @@
+"""The C prelude every program is compiled with: in-kernel counts of failed map updates.
+
+programs/include/bcc_exporter.h says how a program counts a failed update and why it is
+shaped so; this module puts the header before a program's code and names the maps the program
+counts, so that their series exist (at 0) before the first failure.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+HEADER = Path(__file__).resolve().parents[2] / "programs" / "include" / "bcc_exporter.h"
+# The per-CPU hash the header declares: map name (NUL-padded) -> failed updates.
+FAILURES_MAP = "exporter_update_failures"
+# BCC's name for the program text it compiles: diagnostics keep naming it and its own lines.
+MAIN_FILE = "/virtual/main.c"
+MACRO = "EXPORTER_UPDATE_FAILED"
+_COUNTED = re.compile(r"\b" + MACRO + r"\s*\(\s*([A-Za-z_]\w*)\s*\)")
+
+
+@cache
+def _header() -> str:
+    return HEADER.read_text(encoding="utf-8")
+
+
+def with_prelude(code: str) -> str:
+    """The code to compile: the header, then the program with its own line numbers."""
+    return f'#line 1 "{HEADER.name}"\n{_header()}\n#line 1 "{MAIN_FILE}"\n{code}'
+
+
+def counted_maps(code: str) -> list[str]:
+    """Maps whose failed updates the program counts, in the order it first names them."""
+    return list(dict.fromkeys(_COUNTED.findall(code)))
