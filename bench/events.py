@@ -12,8 +12,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.bpf.syscall import enable_stats
-
 from .common import (
     BenchDaemon,
     Options,
@@ -108,10 +106,9 @@ CASES = [
     ),
 ]
 
-# What is attached while the workload runs; the daemon enables the kernel's BPF run-time
-# stats (for its run_seconds self metrics), which costs every BPF program a little, so the
-# floor is measured with them on too.
-VARIANTS = ["nothing", "floor", "floor + stats", "ours", "bpftrace"]
+# What is attached while the workload runs. The kernel's BPF run-time stats stay off (the
+# daemon turns them on only with --bpf.stats): they cost every run of every BPF program.
+VARIANTS = ["nothing", "floor", "ours", "bpftrace"]
 
 
 def run(opts: Options) -> list[Section]:
@@ -142,8 +139,7 @@ def measure(loops: Path, workload: str, ops: int, cpu: int) -> float:
 def attached(opts: Options, case: Case, variant: str) -> AbstractContextManager[object]:
     makers: dict[str, Callable[[], AbstractContextManager[object]]] = {
         "nothing": nullcontext,
-        "floor": lambda: bcc_program(case.floor, stats=False),
-        "floor + stats": lambda: bcc_program(case.floor, stats=True),
+        "floor": lambda: bcc_program(case.floor),
         "ours": lambda: our_program(opts, case.program),
         "bpftrace": lambda: bpftrace(opts, case.bpftrace),
     }
@@ -151,16 +147,13 @@ def attached(opts: Options, case: Case, variant: str) -> AbstractContextManager[
 
 
 @contextmanager
-def bcc_program(text: str, stats: bool) -> Iterator[None]:
+def bcc_program(text: str) -> Iterator[None]:
     from bcc import BPF  # only here: the rest of the bench (and the daemon) never maps LLVM
 
     bpf = BPF(text=text)
-    stats_fd = enable_stats() if stats else None
     try:
         yield
     finally:
-        if stats_fd is not None:
-            os.close(stats_fd)
         bpf.cleanup()
 
 
@@ -199,8 +192,7 @@ def overhead_section(
         f"`bench/loops.c` pinned to CPU {cpu}, CPU time per operation (the BPF programs run in "
         "the workload's context and count; time other processes take does not), median of "
         f"{rounds} interleaved runs of each variant: nothing attached; the floor, empty BCC "
-        "programs on the same probes; the floor with the kernel's BPF run-time stats on (the "
-        "daemon turns them on for its `run_seconds` self metrics); our program as the daemon "
+        "programs on the same probes; our program as the daemon "
         "attaches it (`--config.names=PROGRAM`, so exactly what we ship); bpftrace 0.17's "
         "equivalent one-liner. *Added* is ns per operation above nothing attached; ratios are "
         "of added costs.",
@@ -211,7 +203,6 @@ def overhead_section(
             "program (workload)",
             "nothing",
             "floor added",
-            "floor + stats added",
             "ours added",
             "bpftrace added",
             f"ours ÷ floor (≤ {FLOOR_TARGET})",
@@ -250,10 +241,10 @@ def overhead_section(
 
 
 def run_time_section(opts: Options, loops: Path, cpu: int) -> Section:
-    """The kernel's own account (BPF_ENABLE_STATS) of every default program: cost per run,
-    inside the program only (the tracepoint's price is on top)."""
+    """The kernel's own account (BPF_ENABLE_STATS, --bpf.stats) of every default program: cost
+    per run, inside the program only (the tracepoint's price is on top)."""
     programs, config = opts.programs, opts.config
-    with daemon(opts, "events-default", *config) as d:
+    with daemon(opts, "events-default", *config, "--bpf.stats") as d:
         wait_complete(d, programs)
         before, started = run_stats(d), time.monotonic()
         for workload in ("getpid", "openat", "pingpong"):
@@ -276,8 +267,9 @@ def run_time_section(opts: Options, loops: Path, cpu: int) -> Section:
         "In-kernel run time of every default program",
         f"The default config, {window:.0f} s with the three workloads above run once each and the "
         "machine's own activity; `bcc_exporter_program_run_seconds_total` ÷ "
-        "`..._run_count_total` deltas (the kernel's BPF_ENABLE_STATS account of time inside "
-        "each program; the tracepoint's own price is on top). No targets.",
+        "`..._run_count_total` deltas with `--bpf.stats` (the kernel's BPF_ENABLE_STATS "
+        "account of time inside each program; the tracepoint's own price is on top). "
+        "No targets.",
         [table],
     )
 

@@ -167,3 +167,24 @@ def test_a_program_reading_kernel_structs_is_refused_while_headers_mismatch(daem
             'program "good": refused: it reads kernel structs (test) and the kernel headers '
             "do not lay them out as this kernel does"
         ) in exporter.log()
+
+
+def test_bpf_run_time_stats_only_with_the_flag(daemon, write_config):
+    """They cost every run of every BPF program of the node: off unless asked for."""
+
+    def runs_of_23_calls(*flags: str) -> float:
+        exporter = daemon(f"--config.file={write_config('good', GOOD)}", *flags)
+        for _ in range(23):
+            os.getppid()
+        runs = sum(
+            value
+            for (name, _), value in exporter.scrape().items()
+            if name == "bcc_exporter_program_run_count_total"
+        )
+        exporter.stop()
+        return runs
+
+    # The kernel's sysctl does not show an fd holding stats on: nobody else may hold one.
+    assert Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() == "0"
+    assert runs_of_23_calls() == 0
+    assert runs_of_23_calls("--bpf.stats") >= 23

@@ -46,7 +46,7 @@ def alive(pid: int) -> bool:
 
 def test_server_has_no_capabilities_spawner_has_ours_and_scrapes_work(daemon, tmp_path):
     write(tmp_path, "calls", "getppid")
-    exporter = daemon(f"--config.dir={tmp_path}")
+    exporter = daemon(f"--config.dir={tmp_path}", "--bpf.stats")
     assert caps_of_every_thread(exporter.proc.pid) == {(0, 0, 0)}
     assert status(exporter.proc.pid)["NoNewPrivs"] == "1"
     assert "this process keeps no capabilities" in exporter.log()
