@@ -17,7 +17,17 @@ from typing import cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from . import __version__, capabilities, config, listing, loader, privsep, server, web_config
+from . import (
+    __version__,
+    capabilities,
+    config,
+    listing,
+    loader,
+    memory,
+    privsep,
+    server,
+    web_config,
+)
 from .bpf.syscall import BPFError, enable_stats
 from .errors import ConfigError, LoadError
 from .metrics.program import MAX_SERIES, ProgramCollector
@@ -248,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         runner, exporter, lambda: select(args), args.max_series, args.loader_jobs
     )
     supervisor.start(specs)
+    memory.release()  # what loading freed
     # A reload compiles in workers for seconds: never in the signal handler's frame.
     signal.signal(
         signal.SIGHUP, lambda *_: threading.Thread(target=supervisor.reload, name="reload").start()

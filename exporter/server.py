@@ -28,6 +28,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from . import memory
 from .metrics import exposition
 from .metrics.self_metrics import PREFIX, ExporterCollector
 from .web_config import OPEN_PATHS, BasicAuth, WebConfig
@@ -84,8 +85,9 @@ class SingleFlight:
     successive scrapes never go backwards.
     """
 
-    def __init__(self, collect: Callable[[], Scrape]) -> None:
+    def __init__(self, collect: Callable[[], Scrape], idle: Callable[[], None]) -> None:
         self._collect = collect
+        self._idle = idle  # run in a thread when a round of collections ends
         self._next: asyncio.Future[Scrape] | None = None  # what requests arriving now get
         self._runner: asyncio.Task[None] | None = None
 
@@ -106,6 +108,8 @@ class SingleFlight:
                     future.set_result(await asyncio.to_thread(self._collect))
                 except Exception as err:  # noqa: BLE001 - every waiter gets it: a 500 each
                     future.set_exception(err)
+                if self._next is None:  # requests arriving meanwhile are served next
+                    await asyncio.to_thread(self._idle)
         finally:
             self._runner = None
 
@@ -128,7 +132,9 @@ class App:
             "Time to collect and render one /metrics body; concurrent scrapes share bodies.",
             registry=registry,
         )
-        self.scrapes = SingleFlight(lambda: Scrape(self.registry, self.scrape_duration))
+        self.scrapes = SingleFlight(
+            lambda: Scrape(self.registry, self.scrape_duration), memory.Trimmer()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -17,10 +17,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import memory
 from exporter.errors import LoadError
 from exporter.metrics import exposition
 from exporter.metrics.self_metrics import ExporterCollector
-from exporter.server import App
+from exporter.server import App, SingleFlight
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
@@ -366,3 +367,41 @@ def test_non_http_scopes_are_ignored(app: App) -> None:
 
     asyncio.run(app({"type": "websocket", "path": "/metrics"}, receive, send))
     assert sent == []
+
+
+def test_a_round_of_collections_ends_with_the_idle_step_and_requests_during_it_are_served() -> None:
+    collected: list[int] = []
+    idle_started, idle_release = threading.Event(), threading.Event()
+
+    def idle() -> None:
+        idle_started.set()
+        assert idle_release.wait(10)
+
+    def collect() -> int:
+        collected.append(len(collected) + 1)
+        return collected[-1]
+
+    async def scrapes() -> tuple[int, int]:
+        flight = SingleFlight(collect, idle)  # type: ignore[arg-type]
+        first = await flight.get()
+        assert await asyncio.to_thread(idle_started.wait, 10)
+        during = asyncio.create_task(flight.get())  # arrives while the idle step runs
+        await asyncio.sleep(0.05)
+        idle_release.set()
+        return first, await asyncio.wait_for(during, 10)
+
+    assert asyncio.run(scrapes()) == (1, 2)
+
+
+def test_the_trimmer_releases_memory_at_most_once_a_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[float] = []
+    now = [100.0]
+    monkeypatch.setattr(memory, "release", lambda: released.append(now[0]))
+    monkeypatch.setattr(memory.time, "monotonic", lambda: now[0])
+    trim = memory.Trimmer(every=60)
+    for t in (100, 110, 159, 160, 170, 221):
+        now[0] = t
+        trim()
+    assert released == [100, 160, 221]

@@ -1,0 +1,37 @@
+"""Freed heap pages, handed back to the kernel.
+
+glibc keeps the pages of freed memory for reuse until asked to return them (malloc_trim): a
+scrape's garbage (the first one reads kallsyms, tracefs and the cgroup tree) and start-up's
+(configs, handoff buffers, the loader threads' arenas) would otherwise stay in the daemon's
+RSS: ~10 MB of ~69 MB with the default programs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+
+# How often a scrape may trim: the first scrape's garbage goes at once, later ones rarely.
+TRIM_EVERY_SECONDS = 60.0
+
+_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+
+
+def release() -> None:
+    """Return free heap pages to the kernel (~1 ms; ctypes lets other threads run)."""
+    if _trim is not None:
+        _trim(0)
+
+
+class Trimmer:
+    """release(), at most once every `every` seconds."""
+
+    def __init__(self, every: float = TRIM_EVERY_SECONDS) -> None:
+        self.every = every
+        self._last: float | None = None
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.every:
+            self._last = now
+            release()
