@@ -5,10 +5,11 @@ tests) and the kubelet's log directories in a temporary root."""
 from __future__ import annotations
 
 import errno
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,40 @@ class Pod:
             node=64 * "e",
         )
 
+    def log_dir(self, pod_logs: Path) -> Path:
+        """The kubelet's log directory of the pod."""
+        return pod_logs / f"{self.namespace}_{self.name}_{self.uid}"
+
+    def log_link(self, container_logs: Path) -> Path:
+        """The kubelet's symlink to the log of the pod's container."""
+        return (
+            container_logs
+            / f"{self.name}_{self.namespace}_{self.container}-{self.container_id}.log"
+        )
+
     def write_logs(self, pod_logs: Path, container_logs: Path) -> None:
         """The kubelet's log directory of the pod and symlink of its container."""
-        logs = pod_logs / f"{self.namespace}_{self.name}_{self.uid}" / self.container
+        logs = self.log_dir(pod_logs) / self.container
         logs.mkdir(parents=True)
         (logs / "0.log").write_text("")
         container_logs.mkdir(parents=True, exist_ok=True)
-        link = f"{self.name}_{self.namespace}_{self.container}-{self.container_id}.log"
-        (container_logs / link).symlink_to(logs / "0.log")
+        self.log_link(container_logs).symlink_to(logs / "0.log")
+
+
+@contextmanager
+def kubelet_logs(pod: Pod, pod_logs: Path, container_logs: Path) -> Iterator[None]:
+    """The pod's logs below roots others may use too (a node's /var/log/pods): on the way out,
+    only the pod's own entries are removed, and a root only if it was made here."""
+    made = [root for root in (pod_logs, container_logs) if not root.exists()]
+    try:
+        pod.write_logs(pod_logs, container_logs)
+        yield
+    finally:
+        pod.log_link(container_logs).unlink(missing_ok=True)
+        shutil.rmtree(pod.log_dir(pod_logs), ignore_errors=True)
+        for root in made:
+            with suppress(OSError):  # someone else's entries arrived meanwhile: theirs to keep
+                root.rmdir()
 
 
 @contextmanager

@@ -19,6 +19,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # as a bare number.
 UNITS = {"s", "bytes", "Bps", "ops", "iops", "cps", "percentunit", "short", "none"}
 METRIC = re.compile(r"\b(bcc_[a-z0-9_]+)")
+WORKLOAD_LABELS = ("namespace", "pod", "container")
 
 DASHBOARDS = load()
 
@@ -32,6 +33,7 @@ def test_there_is_an_overview_and_one_dashboard_per_area():
         "tcp.json",
         "processes.json",
         "irqs.json",
+        "pods.json",
     }
     uids = [d["uid"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids)
@@ -49,8 +51,18 @@ def test_dashboard_is_importable_with_datasource_instance_and_pod_variables(name
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["instance"]["definition"].startswith("label_values(bcc_exporter_build_info")
-    assert variables["pod"]["definition"].startswith("label_values(bcc_exporter_build_info")
-    assert variables["pod"]["allValue"] == ".*"  # All also matches targets with no pod label
+    if name == "pods.json":
+        # The by-pod series carry the workload's namespace/pod/container (honor_labels), not the
+        # exporter's pod. Not named `pod`: the dashboard links carry variables over by name.
+        assert "pod" not in variables
+        for label in WORKLOAD_LABELS:
+            assert variables[f"k8s_{label}"]["definition"].startswith(
+                "label_values(bcc_pod_syscalls_total{"
+            )
+            assert variables[f"k8s_{label}"]["definition"].endswith(f", {label})")
+    else:
+        assert variables["pod"]["definition"].startswith("label_values(bcc_exporter_build_info")
+        assert variables["pod"]["allValue"] == ".*"  # All also matches targets with no pod label
     for variable in query_variables(dashboard):
         assert variable["datasource"] == DATASOURCE, variable["name"]
         assert variable["query"]["query"] == variable["definition"], variable["name"]
@@ -100,12 +112,6 @@ def test_panels_without_data_by_default_say_why():
         assert words in described[title], title
 
 
-# Built-in metrics no dashboard shows yet. The per-pod variants (off by default) label series
-# with the workload's `pod`, which collides with the exporter's own `pod` target label that the
-# dashboards filter on: how Prometheus keeps both (honor_labels, exported_pod) is undecided.
-NOT_ON_DASHBOARDS = {"bcc_pod_runqueue_latency_seconds", "bcc_pod_syscalls_total"}
-
-
 def program_metrics() -> set[str]:
     """Every metric the built-in programs export (config/*.yaml)."""
     names = set()
@@ -126,7 +132,7 @@ def test_every_built_in_metric_is_on_a_panel_and_every_panel_metric_exists():
     used_programs = {
         re.sub(r"_(bucket|sum|count)$", "", m) for m in used if not m.startswith("bcc_exporter_")
     }
-    assert used_programs == program_metrics() - NOT_ON_DASHBOARDS
+    assert used_programs == program_metrics()
 
 
 def test_every_query_is_valid_promql(tmp_path: Path):
@@ -135,6 +141,7 @@ def test_every_query_is_valid_promql(tmp_path: Path):
     if promtool is None:
         pytest.skip("no promtool (Debian's prometheus package)")
     values = dict(BUILTINS, datasource="prometheus", instance="a:1", pod="p", device="vda", op="r")
+    values.update({f"k8s_{label}": "w" for label in WORKLOAD_LABELS})
     rules = [
         {"record": f"dashboard:query:{i}", "expr": expand(t.expr, values)}
         for i, t in enumerate(t for n, d in DASHBOARDS.items() for t in targets(n, d))

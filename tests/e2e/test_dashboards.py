@@ -1,14 +1,18 @@
 """Every dashboard panel, evaluated by a real Prometheus server scraping a real exporter.
 
-The exporter runs the built-in default config; Debian's prometheus scrapes it every second
-(a static target with a `pod` label, and the rules of deploy/prometheus/rules); a workload
-feeds every area for a while: O_DIRECT writes to a real disk and to a loop device under
-mq-deadline, opens that succeed and fail, execs, threads, exits of each kind, page faults,
-interrupts from virtio-rng, TCP connections, refused connects, SYN retransmits and two OOM
-kills in a memory cgroup. Then each dashboard's variables are resolved as Grafana would
-(label_values through the series API) and each panel query is run with them expanded over the
-workload's window: every one must return data and every panel a non-zero value, except the
-panels listed below with the reason.
+The exporter runs the built-in default config plus the by-pod programs, with --bpf.stats;
+Debian's prometheus scrapes it every second (a static target with a `pod` label, honor_labels
+as deploy/prometheus does, and the rules of deploy/prometheus/rules). A fake pod is made as
+the kubelet would leave it: a container cgroup under the cgroup2 mount and its logs where the
+built-in configs look (/var/log/pods, /var/log/containers), only its own entries, removed
+after. A workload feeds every area for a while: O_DIRECT writes to a real disk and to a loop
+device under mq-deadline, opens that succeed and fail, execs, threads, exits of each kind,
+page faults, interrupts from virtio-rng, TCP connections, refused connects, SYN retransmits,
+two OOM kills in a memory cgroup, and syscalls and sleeps of a process in the fake pod's
+container. Then each dashboard's variables are resolved as Grafana would (label_values through
+the series API; on pods.json they must name the fake pod) and each panel query is run with
+them expanded over the workload's window: every one must return data and every panel a
+non-zero value, except the panels listed below with the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +34,11 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import config
+from exporter.decoders.k8s import CONTAINER_LOGS, POD_LOGS
+
 from ..conftest import REPO, free_port
+from ..k8s_pods import Pod, directories, kubelet_logs, real_node
 from ..kernel import workload
 from ..kernel.test_prog_oomkill import HOG, MemoryCgroup
 from ..kernel.test_prog_tcp import SYN_RETRANSMITS
@@ -46,7 +55,9 @@ from .dashboards import (
     targets,
 )
 
-POD = "bcc-exporter-e2e"
+POD = "bcc-exporter-e2e"  # the exporter's pod, a target label
+BY_POD = {"runqlat_by_pod", "syscalls_by_pod"}  # off by default; pods.json shows them
+PODS = "pods.json"
 JOB = "bcc-exporter"  # what deploy/prometheus' alerts select
 SECONDS = 15  # of workload: a few rate intervals
 STEP = 2
@@ -116,6 +127,18 @@ for disk in disks:
 print(i)
 """
 
+# Moves itself into the cgroup whose cgroup.procs is argv[2], then for argv[3] seconds makes
+# syscalls (syscalls_by_pod) and sleeps, each wakeup a wait in a run queue (runqlat_by_pod).
+IN_POD = """
+import time
+with open(sys.argv[2], "w") as procs:
+    procs.write(str(os.getpid()))
+deadline = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < deadline:
+    os.getppid()
+    time.sleep(0.005)
+"""
+
 
 class Prometheus:
     """Debian's prometheus on a free loopback port, scraping one target every second."""
@@ -129,6 +152,8 @@ class Prometheus:
                 {
                     "job_name": JOB,
                     "scrape_timeout": "1s",
+                    # as deploy/prometheus: the by-pod series keep the workload's pod label
+                    "honor_labels": True,
                     "static_configs": [{"targets": [target], "labels": {"pod": POD}}],
                 }
             ],
@@ -208,13 +233,34 @@ def maybe(request: pytest.FixtureRequest, fixture: str) -> tuple[Any, str | None
 def prometheus(daemon, tmp_path: Path) -> Iterator[Prometheus]:
     if shutil.which("prometheus") is None:
         pytest.skip("no prometheus (Debian's prometheus package)")
-    exporter = daemon()  # every built-in program not marked default: false
+    exporter = daemon(
+        f"--config.names={','.join(default_and_by_pod_configs())}",
+        "--bpf.stats",  # the overview's run count and run time panels
+    )
     server = Prometheus(tmp_path, exporter.url.removeprefix("http://"))
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+def default_and_by_pod_configs() -> list[str]:
+    """The built-in configs of the default set (what the daemon serves with no config flag),
+    and the by-pod ones."""
+    return sorted({spec.origin.stem for spec in config.select(None, None, [])} | BY_POD)
+
+
+@pytest.fixture
+def k8s_pod(tmp_path: Path) -> Iterator[tuple[Pod, Path]]:
+    """A pod the built-in by-pod configs can name: (the pod, its container's cgroup)."""
+    pod = Pod.make(f"bccx-e2e-{uuid.uuid4().hex[:8]}", "web-5d78c9869d-8tqzx", "app")
+    with (
+        real_node(tmp_path) as node,
+        kubelet_logs(pod, Path(POD_LOGS), Path(CONTAINER_LOGS)),
+        directories(node.cgroups, pod.cgroup("systemd-containerd-burstable")) as [cgroup],
+    ):
+        yield pod, cgroup
 
 
 def twice(event: Callable[[], str | None]) -> str | None:
@@ -238,7 +284,9 @@ def syn_retransmits() -> str | None:
     return json.loads(workload.run(workload.unique_comm(), SYN_RETRANSMITS)).get("skip")
 
 
-def run_workload(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+def run_workload(
+    request: pytest.FixtureRequest, tmp_path: Path, pod_cgroup: Path | None
+) -> dict[str, str]:
     """Feeds every panel for SECONDS; returns the panels that could not be fed, and why."""
     excused = {}
     # The real disk's scheduler may be `none`: only the loop device's requests are queued.
@@ -248,7 +296,7 @@ def run_workload(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, st
     cgroup, why = maybe(request, "memory_cgroup")
     if why:
         excused["OOM kills"] = why
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(4) as pool:
         main = pool.submit(
             workload.run,
             workload.unique_comm(),
@@ -258,12 +306,18 @@ def run_workload(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, st
             str(tmp_path / "direct"),
         )
         retransmits = pool.submit(twice, syn_retransmits)
+        in_pod = None
+        if pod_cgroup is not None:
+            procs = str(pod_cgroup / "cgroup.procs")
+            in_pod = pool.submit(workload.run, workload.unique_comm(), IN_POD, procs, str(SECONDS))
         if cgroup is not None:
             victim = workload.unique_comm()
             pool.submit(twice, lambda: oom_kill(cgroup, victim)).result()
         if why := retransmits.result():
             excused["Retransmits"] = why
         assert int(main.result()) > 10  # loops of the workload
+        if in_pod is not None:
+            in_pod.result()
     return excused
 
 
@@ -299,17 +353,39 @@ def nonzero(result: list) -> bool:
     return any(float(v) != 0 and not math.isnan(float(v)) for _, v in points)
 
 
+def expected_variables(name: str, prom: Prometheus, pod: Pod | None) -> dict[str, str]:
+    """What the variables of a dashboard must resolve to: this exporter, and the exporter's
+    pod, or on pods.json the fake pod (its series alone are in a pod)."""
+    expected = {"instance": regex_escape(prom.target)}
+    if name == PODS:
+        assert pod is not None
+        expected.update(
+            k8s_namespace=regex_escape(pod.namespace),
+            k8s_pod=regex_escape(pod.name),
+            k8s_container=regex_escape(pod.container),
+        )
+    else:
+        expected["pod"] = POD
+    return expected
+
+
 def test_every_dashboard_panel_has_data(request, prometheus, tmp_path):
+    # A node without cgroup2 has no pods to show: the other dashboards are tested all the same.
+    found, no_pod = maybe(request, "k8s_pod")
+    pod, pod_cgroup = found or (None, None)
     prometheus.wait_scraped_after(time.time())
     start = time.time()
-    excused = run_workload(request, tmp_path)
+    excused = run_workload(request, tmp_path, pod_cgroup)
     prometheus.wait_scraped_after(time.time() + 1)  # the last increments are in the TSDB
 
     problems = []
     for name, dashboard in load().items():
+        if name == PODS and no_pod:
+            excused[PODS] = no_pod
+            continue
         values = resolve_variables(prometheus, dashboard, start)
-        assert values["instance"] == regex_escape(prometheus.target), values
-        assert values["pod"] == POD, values
+        expected = expected_variables(name, prometheus, pod)
+        assert {k: values[k] for k in expected} == expected, values
         by_panel: dict[str, list[list]] = {}
         for target in targets(name, dashboard):
             result = evaluate(prometheus, target, values, start)
