@@ -10,8 +10,9 @@
 #     -v /sys/kernel/tracing:/sys/kernel/tracing -v /sys/kernel/debug:/sys/kernel/debug \
 #     bcc_exporter            # metrics on :9474
 #
-# A host without headers needs them first (run scripts/bootstrap.sh there once), or a kernel
-# built with CONFIG_IKHEADERS (BCC then uses /sys/kernel/kheaders.tar.xz).
+# A host without headers for its kernel gets the image's (Debian's, in /opt/kernel-headers),
+# with the same warning as on bare metal: they compile tracepoint programs, but their struct
+# layouts may not be the kernel's (see README "Kernel headers").
 FROM debian:bookworm-slim
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -22,8 +23,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 WORKDIR /opt/bcc_exporter
 
 # Debian packages: the same list and logic as a host bootstrap. BOOTSTRAP_IN_IMAGE=1 stops
-# after the packages (no headers, mounts or .venv) and empties the apt lists. Copied alone so
-# this layer survives source changes.
+# after the packages and the fallback headers (no mounts or .venv) and empties the apt lists.
+# Copied alone so this layer survives source changes.
 COPY scripts/bootstrap.sh scripts/bootstrap.sh
 RUN BOOTSTRAP_IN_IMAGE=1 bash scripts/bootstrap.sh
 
@@ -36,6 +37,7 @@ RUN /usr/bin/python3 -m venv --system-site-packages .venv \
     && .venv/bin/python -I -c 'import bcc, exporter' \
     && test -x .venv/bin/bcc_exporter
 
-ENV PATH=/opt/bcc_exporter/.venv/bin:$PATH
+ENV PATH=/opt/bcc_exporter/.venv/bin:$PATH \
+    BCC_EXPORTER_FALLBACK_HEADERS=/opt/kernel-headers
 EXPOSE 9474
 ENTRYPOINT ["bcc_exporter"]

@@ -3,8 +3,9 @@
 #
 #   sudo scripts/bootstrap.sh                     # host: Debian packages, kernel headers,
 #                                                 # tracefs/debugfs mounts, .venv (editable, [test])
-#   BOOTSTRAP_IN_IMAGE=1 scripts/bootstrap.sh     # image build: Debian packages only (no headers,
-#                                                 # mounts or venv; the Dockerfile makes its own venv)
+#   BOOTSTRAP_IN_IMAGE=1 scripts/bootstrap.sh     # image build: Debian packages and fallback
+#                                                 # headers in /opt/kernel-headers (no mounts or
+#                                                 # venv; the Dockerfile makes its own venv)
 #   scripts/bootstrap.sh --list-packages          # print the Debian package list and exit
 #
 # Idempotent. With nothing missing it only checks (dpkg-query, two mountpoints, one python
@@ -105,14 +106,6 @@ else
     say "ok Debian packages (${PACKAGES[*]})"
 fi
 
-if [[ $IN_IMAGE == 1 ]]; then
-    apt-get clean
-    rm -rf /var/lib/apt/lists/*
-    say "image build (BOOTSTRAP_IN_IMAGE=1): skipping kernel headers, mounts and .venv;" \
-        "mount the host's /lib/modules, /usr/src and /sys/kernel/{tracing,debug} at run time"
-    exit 0
-fi
-
 # --- 2. Kernel headers for the running kernel (BCC compiles against them) -----------------
 KVER=$(uname -r)
 KDIR=/lib/modules/$KVER
@@ -174,6 +167,36 @@ link_headers() {
         ln -sfn "$(readlink -f "/lib/modules/$ver/$l")" "$KDIR/$l"
     done
 }
+
+# --- The image: Debian's headers as the fallback, in one tree -----------------------------
+# A container compiles against the host's headers (/lib/modules and /usr/src mounted from the
+# host). For a host without them the image carries Debian's, which the daemon uses, with the
+# same warning as on a host, when /lib/modules/<release>/build has none: merged into one tree
+# at $FALLBACK_HEADERS, since BCC_KERNEL_SOURCE names one directory where Debian splits the
+# headers in -common and -<arch>; away from /usr/src, which the host's mount hides.
+FALLBACK_HEADERS=/opt/kernel-headers
+image_fallback_headers() {
+    local meta ver
+    meta=linux-headers-$(headers_flavour)
+    apt_install "$meta"
+    ver=$(debian_headers_version "$meta")
+    [[ -n $ver ]] || die "installed $meta but found no /lib/modules/<version>/build with headers"
+    rm -rf "$FALLBACK_HEADERS"
+    mkdir -p "$FALLBACK_HEADERS"
+    cp -a "$(readlink -f "/lib/modules/$ver/source")/." "$FALLBACK_HEADERS/"
+    cp -a "$(readlink -f "/lib/modules/$ver/build")/." "$FALLBACK_HEADERS/"
+    apt-get purge -y -qq --auto-remove "$meta" "linux-headers-$ver" >/dev/null
+    say "fallback kernel headers: Debian's $ver in $FALLBACK_HEADERS"
+}
+
+if [[ $IN_IMAGE == 1 ]]; then
+    image_fallback_headers
+    apt-get clean
+    rm -rf /var/lib/apt/lists/*
+    say "image build (BOOTSTRAP_IN_IMAGE=1): skipping the host's kernel headers, mounts and" \
+        ".venv; mount the host's /lib/modules, /usr/src and /sys/kernel/{tracing,debug} at run time"
+    exit 0
+fi
 
 if ! headers_ok; then
     say "installing kernel headers for $KVER"

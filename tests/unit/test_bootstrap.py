@@ -79,3 +79,10 @@ def test_ci_run_requires_bpf_and_runs_make_test() -> None:
     assert re.search(r"^export REQUIRE_BPF=1$", text, re.M)
     assert re.search(r"^make test\b", text, re.M)
     assert os.access(CI_RUN, os.X_OK), ".ci/run must be executable"
+
+
+def test_the_image_points_the_daemon_at_the_fallback_headers_the_bootstrap_makes() -> None:
+    made = re.search(r"^FALLBACK_HEADERS=(\S+)$", BOOTSTRAP.read_text(), re.M)
+    named = re.search(r"BCC_EXPORTER_FALLBACK_HEADERS=(\S+)", DOCKERFILE.read_text())
+    assert made and named
+    assert made.group(1) == named.group(1)
