@@ -91,7 +91,7 @@ def run(opts: Options) -> list[Section]:
             ["compile workers", "count", "median peak RSS", "largest peak RSS"],
             [
                 [
-                    "one per program, plus the header check",
+                    "one per core, plus the header check when not cached",
                     str(len(peaks)),
                     f"{median(peaks):.1f} MB" if peaks else "–",
                     f"{worker_peak:.1f} MB",
@@ -100,9 +100,10 @@ def run(opts: Options) -> list[Section]:
         )
     )
     section.notes.append(
-        "Workers run one per core at once (plus the header check beside them) and exit when "
-        "their program is attached: the node's peak during start is about the daemon plus "
-        "two or three worker peaks."
+        "Workers run one per core (`--loader.jobs`) at once, plus the header check beside them "
+        "when its offsets are not cached; each compiles its share of the programs one after "
+        "another and keeps what it compiled until it exits: the node's peak during start is "
+        "about the daemon plus that many worker peaks."
     )
     return [section]
 

@@ -21,6 +21,7 @@ from . import (
     __version__,
     capabilities,
     config,
+    headers,
     listing,
     loader,
     memory,
@@ -143,7 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="loader_timeout",
         type=float,
         default=120.0,
-        help="seconds a compile worker may take (default %(default)s)",
+        help="seconds one program's compile may take (default %(default)s)",
     )
     p.add_argument(
         "--bpf.stats",
@@ -160,7 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="loader_jobs",
         type=int,
         default=None,
-        help="compile workers run at once, each ~150 MB while it compiles "
+        help="compile workers run at once, each ~170-200 MB while it compiles "
         "(default: one per CPU of the machine, which a container's CPU limit does not lower)",
     )
     p.add_argument(
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(listing.describe(specs), end="")
         return 0
     worker = loader.Worker(python=args.loader_python, timeout=args.loader_timeout)
+    headers.use_fallback()  # before any worker starts: they inherit the choice
     if args.command == "snapshot":
         return snapshot(args, specs, worker)
     if args.config_check:

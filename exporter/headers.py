@@ -8,13 +8,22 @@ running kernel's BTF.
 The work is split along the process model: header_offsets() needs bcc and runs only in
 the worker, returning JSON-friendly {"struct.field": offset or None}; the daemon loads
 BTF and calls compare(), which never touches bcc.
+
+The offsets take a 2 s compile of the headers (more than any program's compile), and depend
+on the headers alone: the daemon keeps them in a cache directory (cached_offsets,
+cache_offsets), so only the first start with a set of headers pays; the comparison with the
+running kernel's BTF is made at every start.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +32,8 @@ from typing import Any, NamedTuple
 from exporter.bpf.btf import BTF, VMLINUX_BTF
 from exporter.bpf.maps import MapReader
 from exporter.bpf.syscall import prog_test_run
+
+log = logging.getLogger(__name__)
 
 Field = tuple[str, str]  # (struct name, member path such as "__sk_common.skc_family")
 
@@ -143,6 +154,34 @@ def headers_source(
     return HeadersSource(path=str(path), release=_headers_release(path), kernel_release=release)
 
 
+# The image's own headers (Dockerfile), for hosts without headers for their kernel.
+FALLBACK_ENV = "BCC_EXPORTER_FALLBACK_HEADERS"
+
+
+def use_fallback(
+    modules_dir: str | Path = "/lib/modules", kernel_release: str | None = None
+) -> str | None:
+    """Point BCC (BCC_KERNEL_SOURCE, which the compile workers inherit) at the fallback
+    headers when $BCC_EXPORTER_FALLBACK_HEADERS names them, the kernel has none in
+    /lib/modules/<release>/build and none are configured; returns their path if so. The
+    header check then says whether they describe the kernel, as it does on a host."""
+    fallback = os.environ.get(FALLBACK_ENV)
+    if not fallback or os.environ.get("BCC_KERNEL_SOURCE"):
+        return None
+    release = kernel_release or os.uname().release
+    if (Path(modules_dir) / release / "build" / "include").is_dir():
+        return None
+    os.environ["BCC_KERNEL_SOURCE"] = fallback
+    log.warning(
+        "no kernel headers for %s in %s: compiling against the fallback headers at %s (%s)",
+        release,
+        modules_dir,
+        fallback,
+        FALLBACK_ENV,
+    )
+    return fallback
+
+
 def _headers_release(path: Path) -> str | None:
     try:
         found = re.search(
@@ -257,6 +296,65 @@ def _source(fields: list[Field], includes: tuple[str, ...]) -> str:
         + stores
         + "    return 0;\n}\n"
     )
+
+
+# systemd's CacheDirectory= sets $CACHE_DIRECTORY; elsewhere this one, if it can be written.
+CACHE_DIR = Path("/var/cache/bcc_exporter")
+CACHE_FILE = "header_offsets.json"
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(configured) if configured else CACHE_DIR
+
+
+def _cache_key(source: HeadersSource, fields: Iterable[Field]) -> str:
+    """What the offsets depend on: the headers (a package upgrade, even to the same release,
+    replaces files and so changes the directories' mtimes) and the question asked."""
+    path = Path(source.path)
+    stamps = [path.stat().st_mtime_ns, (path / "include").stat().st_mtime_ns]
+    what = [source.path, source.release, stamps, [list(f) for f in fields], HEADER_INCLUDES]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def cached_offsets(
+    source: HeadersSource, fields: Iterable[Field] = DEFAULT_FIELDS, directory: Path | None = None
+) -> dict[str, int | None] | None:
+    """The offsets a previous start found for these headers, or None. A file anybody but
+    this user could have written is not trusted: it decides whether programs that read
+    kernel structs may run."""
+    path = (directory or cache_dir()) / CACHE_FILE
+    try:
+        with path.open("rb") as file:
+            st = os.fstat(file.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                log.warning("ignoring %s: not owned by this user, or writable by others", path)
+                return None
+            cached = json.load(file)
+        if cached.get("key") == _cache_key(source, fields):
+            return dict(cached["offsets"])
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        pass  # no cache yet, or not one of ours: the check compiles
+    return None
+
+
+def cache_offsets(
+    source: HeadersSource,
+    offsets: Mapping[str, int | None],
+    fields: Iterable[Field] = DEFAULT_FIELDS,
+    directory: Path | None = None,
+) -> None:
+    """Keep the offsets for the next start, if the cache directory can be written (a
+    read-only root file system without a cache volume: every start compiles)."""
+    directory = directory or cache_dir()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        entry = {"key": _cache_key(source, fields), "offsets": dict(offsets)}
+        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as file:
+            json.dump(entry, file)
+        os.replace(file.name, directory / CACHE_FILE)  # whole, for a daemon starting beside
+    except OSError as err:
+        log.debug("cannot cache the header offsets in %s: %s", directory, err)
 
 
 def check_headers(

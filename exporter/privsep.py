@@ -7,24 +7,27 @@ once started (see README, Security). So at start, before any program is loaded, 
 starts the spawner, a small process of its own (`python -m exporter.privsep`: a fresh
 interpreter, so it inherits no fds, threads or memory of the server), which keeps the
 capabilities and does one thing: on request over a Unix socketpair it runs a compile worker
-for a job and relays the worker's reply and fds back (SCM_RIGHTS, passed through and closed on
-its side). Then the server drops every capability (capset(2)) and sets PR_SET_NO_NEW_PRIVS.
-Every load, the first ones included, goes through the spawner, so the path reloads take is the
-one tested by every start.
+for a batch of jobs and relays the worker's messages and fds back as they come (SCM_RIGHTS,
+passed through and closed on its side). Then the server drops every capability (capset(2))
+and sets PR_SET_NO_NEW_PRIVS. Every load, the first ones included, goes through the spawner,
+so the path reloads take is the one tested by every start.
 
 The spawner:
 - runs one fixed command, the compile worker of the interpreter named at its start
-  (--loader.python); a request carries a job and nothing else, checked strictly (the two
+  (--loader.python); a request carries jobs and nothing else, each checked strictly (the two
   shapes the worker takes; cflags limited to -D/-U/-I/-W/-O/-std=/-g: no -fplugin, -Xclang
   -load or output files);
-- dies with the server: PR_SET_PDEATHSIG (SIGKILL) and EOF on its socket;
+- dies with the server: PR_SET_PDEATHSIG (SIGKILL) and EOF on its socket, and kills the
+  workers still running then;
 - stays small: standard library only (it does not even import exporter.loader's package,
   whose config models cost 22 MB).
 
-A request is one SEQPACKET message, `{"job": {...}}` plus one fd: a fresh socket the reply
-goes to, so that concurrent loads each get their own answer. The reply is the wire format of
-exporter.loader.handoff: `{"meta": <the worker's message>}` (or `{"error": "..."}`) with the
-worker's stderr (a file) as the first fd, then the worker's fds.
+A request is one SEQPACKET message, `{"jobs": [{...}, ...]}` plus one fd: a fresh socket the
+replies go to, so that concurrent loads each get their own answers. The replies are in the wire
+format of exporter.loader.handoff: `{"meta": <a worker's message>}` with its fds, for each job
+`{"compiling": index}` with the job's stderr (a file) and then the job's result; and last,
+if the worker did not answer every job (it could not start, died or timed out),
+`{"error": "..."}`. run_worker produces the same replies for a server without a spawner.
 """
 
 from __future__ import annotations
@@ -43,12 +46,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import capabilities
-from .errors import ExporterError, LoadError
+from .errors import ExporterError
 
 if TYPE_CHECKING:
     from .loader import handoff
@@ -78,8 +81,15 @@ MEMBER = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*(\.[a-zA-Z_][a-zA-Z0-9_]*)*")  # bi_
 CFLAG = re.compile(
     r"-D.+|-U[a-zA-Z_][a-zA-Z0-9_]*|-I.+|-W[a-zA-Z0-9=_-]+|-O[0-3sz]?|-std=[\w+]+|-g"
 )
+# The largest request one send(2) takes with the default socket buffer (net.core.wmem_default,
+# 212992 bytes, less the kernel's overhead); the server sends larger batches in parts.
+MAX_REQUEST = 200_000
 COMPILE_KEYS = {"code", "cflags", "probes", "perf_maps"}
 HEADER_KEYS = {"header_fields"}
+
+
+# One message of a worker's answer to a batch of jobs, with its fds (see the module's doc).
+Reply = tuple[dict[str, Any], list[int]]
 
 
 class PrivsepError(ExporterError):
@@ -91,6 +101,18 @@ class RequestError(ValueError):
 
 
 # ---------------------------------------------------------------------------- both sides
+
+
+def check_jobs(jobs: Any) -> list[dict[str, Any]]:
+    """The jobs if they are a non-empty list of jobs check_job takes, else RequestError."""
+    if not isinstance(jobs, list) or not jobs:
+        raise RequestError("jobs: a non-empty list of jobs")
+    for index, job in enumerate(jobs):
+        try:
+            check_job(job)
+        except RequestError as err:
+            raise RequestError(f"jobs[{index}]: {err}") from None
+    return jobs
 
 
 def check_job(job: Any) -> dict[str, Any]:
@@ -163,9 +185,28 @@ def _close_all(fds: Iterable[int]) -> None:
 # ---------------------------------------------------------------------------- server side
 
 
+def _request(jobs: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"jobs": jobs}).encode()
+
+
+def _sendable(jobs: list[dict[str, Any]]) -> tuple[int, str | None]:
+    """How many of the jobs, from the first, one request takes; and why the next one can
+    never be sent, or None (it goes in another request, or there is none)."""
+    size = len(_request([]))
+    for count, job in enumerate(jobs):
+        encoded = json.dumps(job)
+        try:
+            check_job(json.loads(encoded))  # as the spawner will see it (no tuples)
+        except RequestError as err:
+            return count, f"not a job the privileged spawner takes: {err}"
+        size += len(encoded) + (2 if count else 0)  # json's ", " between jobs
+        if size > MAX_REQUEST:
+            return count, None if count else f"job of {size} bytes: over {MAX_REQUEST}"
+    return len(jobs), None
+
+
 class Spawner:
-    """The server's handle on the spawner, with loader.Worker's contract: run(job, label)
-    returns the worker's message, its fds and its stderr."""
+    """The server's handle on the spawner, with loader.Worker's contract (run)."""
 
     def __init__(
         self, process: subprocess.Popen[bytes], sock: socket.socket, timeout: float
@@ -219,39 +260,43 @@ class Spawner:
             )
         return spawner
 
-    def run(self, job: dict[str, Any], label: str) -> tuple[dict[str, Any], list[int], str]:
-        request = json.dumps({"job": job}).encode()
-        try:
-            check_job(json.loads(request)["job"])  # as the spawner will see it (no tuples)
-        except RequestError as err:
-            raise LoadError(label, f"not a job the privileged spawner takes: {err}") from None
-        if len(request) > handoff.MAX_MESSAGE:
-            raise LoadError(label, f"job of {len(request)} bytes: over {handoff.MAX_MESSAGE}")
+    def run(self, jobs: list[dict[str, Any]]) -> Iterator[Reply]:
+        """loader.Worker.run's contract: the replies to a prefix of the jobs, at least one.
+        A job this side refuses ends the prefix and gets its error; one that would make the
+        request too large ends it without (the caller sends it again, with the rest)."""
+        sent, refused = _sendable(jobs)
+        for reply in self._run(jobs[:sent]) if sent else ():
+            yield reply
+            if "error" in reply[0]:
+                return
+        if refused is not None:
+            yield {"error": refused}, []
+
+    def _run(self, jobs: list[dict[str, Any]]) -> Iterator[Reply]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours:
             try:
                 with theirs:
-                    socket.send_fds(self.sock, [request], [theirs.fileno()])
+                    socket.send_fds(self.sock, [_request(jobs)], [theirs.fileno()])
             except OSError as err:
-                raise LoadError(label, self._gone(err)) from None
+                yield {"error": self._gone(err)}, []
+                return
             ours.settimeout(self.timeout + REPLY_GRACE)
-            try:
-                reply, fds = handoff.receive(ours)
-            except TimeoutError:
-                raise LoadError(
-                    label, f"the privileged spawner did not answer in {self.timeout:g} s"
-                ) from None
-            except (OSError, ValueError) as err:
-                raise LoadError(label, self._gone(err)) from None
-        if not reply:
-            raise LoadError(label, self._gone(None))
-        if "error" in reply or not fds:
-            _close_all(fds)
-            raise LoadError(label, str(reply.get("error") or "the spawner sent no stderr"))
-        with os.fdopen(fds[0], "rb") as stderr:
-            stderr.seek(0)
-            text = stderr.read().decode(errors="replace")
-        return reply["meta"], fds[1:], text
+            answered = 0
+            while answered < len(jobs):
+                try:
+                    reply, fds = handoff.receive(ours)
+                except TimeoutError:
+                    reply, fds = (
+                        {"error": f"the privileged spawner did not answer in {self.timeout:g} s"},
+                        [],
+                    )
+                except (OSError, ValueError) as err:
+                    reply, fds = {"error": self._gone(err)}, []
+                yield reply or {"error": self._gone(None)}, fds
+                if "meta" not in reply:
+                    return
+                answered += "compiling" not in reply["meta"]
 
     def _status(self) -> str | None:
         code = self.process.poll()
@@ -262,6 +307,8 @@ class Spawner:
         return f"exited with status {code}"
 
     def _gone(self, err: OSError | ValueError | None) -> str:
+        if self._closing:
+            return "the daemon is stopping"
         how = self._status() or (f"{err}" if err else "it closed the connection")
         return (
             f"the privileged spawner that compiles programs is gone ({how}): no program can be "
@@ -394,6 +441,10 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=fd)
     sock.send(READY)
     serve(sock, python, timeout)
+    # Their programs would only be closed again: the server that wanted them is gone.
+    for process in list(_RUNNING):
+        with contextlib.suppress(OSError):
+            process.kill()
     return 0
 
 
@@ -416,16 +467,16 @@ def serve(sock: socket.socket, python: str, timeout: float) -> None:
             continue
         try:
             request = json.loads(data)
-            if not isinstance(request, dict) or set(request) != {"job"}:
-                raise RequestError('a request is {"job": {...}}')
-            job = check_job(request["job"])
+            if not isinstance(request, dict) or set(request) != {"jobs"}:
+                raise RequestError('a request is {"jobs": [{...}, ...]}')
+            jobs = check_jobs(request["jobs"])
         except (RequestError, ValueError) as err:
             log.warning("refused a request: %s", err)
             with reply:
                 _answer(reply, {"error": f"the privileged spawner refused the job: {err}"}, [])
             continue
         slots.acquire()
-        threading.Thread(target=_handle, args=(reply, job, python, timeout, slots)).start()
+        threading.Thread(target=_handle, args=(reply, jobs, python, timeout, slots)).start()
 
 
 def _reply_socket(fds: list[int], flags: int) -> socket.socket:
@@ -444,75 +495,112 @@ def _reply_socket(fds: list[int], flags: int) -> socket.socket:
 
 def _handle(
     reply: socket.socket,
-    job: dict[str, Any],
+    jobs: list[dict[str, Any]],
     python: str,
     timeout: float,
     slots: threading.BoundedSemaphore,
 ) -> None:
     try:
-        with reply, tempfile.TemporaryFile() as stderr:
-            try:
-                meta, fds = run_worker(job, python, timeout, stderr)
-            except TimeoutError:
-                _answer(reply, {"error": f"compile worker timed out after {timeout:g} s"}, [])
-                return
-            except (OSError, ValueError) as err:
-                _answer(reply, {"error": f"cannot run the compile worker: {err}"}, [])
-                return
-            try:
-                _answer(reply, {"meta": meta}, [stderr.fileno(), *fds])
-            finally:
-                # The server holds them now (or is gone): a copy kept here would keep the
-                # program attached after the server closed its own.
-                _close_all(fds)
+        with reply:
+            answers = run_worker(jobs, python, timeout)
+            for message, fds in answers:
+                try:
+                    if not _answer(reply, message, fds):
+                        answers.close()  # kills the worker: nobody takes its programs
+                finally:
+                    # The server holds them now (or is gone): a copy kept here would keep the
+                    # program attached after the server closed its own.
+                    _close_all(fds)
     finally:
         slots.release()
 
 
-def _answer(reply: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
+def _answer(reply: socket.socket, message: dict[str, Any], fds: list[int]) -> bool:
     try:
         handoff.send(reply, message, fds)
+        return True
     except OSError as err:  # the server gave up waiting, or died
         log.warning("cannot answer the server: %s", err)
+        return False
+
+
+# Workers running now, killed when the server goes.
+_RUNNING: set[subprocess.Popen[bytes]] = set()
 
 
 def run_worker(
-    job: dict[str, Any], python: str, timeout: float, stderr: Any
-) -> tuple[dict[str, Any], list[int]]:
-    """The compile worker (the only command this process runs) on one job: its message and
-    fds, ({}, []) if it died before sending; TimeoutError after `timeout` seconds."""
+    jobs: list[dict[str, Any]], python: str, timeout: float
+) -> Generator[Reply, None, None]:
+    """The compile worker (the only command this process runs) on a batch of jobs: its
+    messages as `{"meta": ...}` replies, then `{"error": ...}` if it did not answer every job:
+    it could not start, died, or took over `timeout` seconds on one job (it is killed)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with parent:
+    with parent, tempfile.TemporaryFile() as stderr:
         with child:
-            process = subprocess.Popen(
-                [python, "-m", "exporter.loader", str(child.fileno())],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                pass_fds=[child.fileno()],
-                env=_env(),
-            )
+            try:
+                process = subprocess.Popen(
+                    [python, "-m", "exporter.loader", str(child.fileno())],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    pass_fds=[child.fileno()],
+                    env=_env(),
+                )
+            except OSError as err:
+                yield {"error": f"cannot run the compile worker: {err}"}, []
+                return
+        _RUNNING.add(process)
+        answered = 0
         try:
-            assert process.stdin is not None
-            try:
-                process.stdin.write(json.dumps(job).encode())
-            except BrokenPipeError:
-                pass  # it died at once: its stderr says why
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    process.stdin.close()
+            _write_jobs(process, jobs)
             parent.settimeout(timeout)
-            try:
-                return handoff.receive(parent)
-            except TimeoutError:
-                process.kill()
-                raise
+            while answered < len(jobs):
+                try:
+                    message, fds = handoff.receive(parent)
+                except TimeoutError:
+                    process.kill()
+                    yield {"error": f"compile worker timed out after {timeout:g} s"}, []
+                    return
+                if not message:
+                    yield {"error": _died(process, stderr)}, []
+                    return
+                answered += "compiling" not in message
+                yield {"meta": message}, fds
         finally:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            if answered < len(jobs):
                 process.kill()
-                process.wait()
+            _reap(process)
+            _RUNNING.discard(process)
+
+
+def _write_jobs(process: subprocess.Popen[bytes], jobs: list[dict[str, Any]]) -> None:
+    assert process.stdin is not None
+    try:
+        process.stdin.write(json.dumps(jobs).encode())
+    except BrokenPipeError:
+        pass  # it died at once: its stderr says why
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
+
+
+def _died(process: subprocess.Popen[bytes], stderr: Any) -> str:
+    """Why the worker stopped answering: how it ended, and what it said before its first job
+    took its stderr (a worker that cannot even start says why there)."""
+    _reap(process)
+    code = process.returncode
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    stderr.seek(0)
+    said = stderr.read().decode(errors="replace").strip().splitlines()[-3:]
+    return f"compile worker died ({how})" + (": " + " | ".join(said) if said else "")
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 if __name__ == "__main__":

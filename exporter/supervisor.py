@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import headers, loader
 from .bpf.btf import BTF
@@ -34,10 +34,11 @@ def check_headers(worker: loader.Worker) -> headers.HeaderCheck | None:
         source.kernel_release,
     )
     try:
-        meta, _, stderr = worker.run({"header_fields": headers.DEFAULT_FIELDS}, "header check")
-        if not meta.get("ok"):
-            raise LoadError("header check", meta.get("error") or stderr.strip()[-300:])
-        check = headers.compare(BTF.load(), meta["offsets"], source)
+        offsets = headers.cached_offsets(source)
+        if offsets is None:
+            offsets = _header_offsets(worker)
+            headers.cache_offsets(source, offsets)
+        check = headers.compare(BTF.load(), offsets, source)
     except (LoadError, OSError, ValueError) as err:
         log.warning("cannot check the kernel headers against the kernel's BTF: %s", err)
         return None
@@ -49,6 +50,14 @@ def check_headers(worker: loader.Worker) -> headers.HeaderCheck | None:
     else:
         log.warning("%s", check.warning())
     return check
+
+
+def _header_offsets(worker: loader.Worker) -> dict[str, int | None]:
+    job = {"header_fields": [list(f) for f in headers.DEFAULT_FIELDS]}
+    meta, stderr = loader.run_one(worker, job, "header check")
+    if not meta.get("ok"):
+        raise LoadError("header check", meta.get("error") or stderr.strip()[-300:])
+    return dict(meta["offsets"])
 
 
 def start_programs(
@@ -130,16 +139,31 @@ class Supervisor:
         self.jobs = jobs
         self.exporter = exporter
         self.select = select
-        self.status: headers.HeaderCheck | None = None
+        self._header_check: Future[headers.HeaderCheck | None] = Future()
         self.running: dict[str, ProgramCollector] = {}
         # Programs that failed, by name, with the digest that failed: not retried unchanged.
         self.failed: dict[str, tuple[str, LoadError]] = {}
         self.poller = EventPoller([])
         self._lock = threading.Lock()
 
+    @property
+    def status(self) -> headers.HeaderCheck | None:
+        """The header check's verdict, once it is in."""
+        return self._header_check.result()
+
     def start(self, specs: list[ProgramSpec]) -> None:
-        collectors, failed, self.status = start_all(specs, self.worker, self.max_series, self.jobs)
-        self.exporter.headers = self.status
+        """Load every program. Only programs that read kernel structs wait for the header
+        check: uncached, it compiles for 2 s (more than any program), at low priority beside
+        the programs' compiles, and its metrics appear when it is done."""
+        threading.Thread(target=self._check_headers, name="header-check", daemon=True).start()
+        collectors, failed = start_programs(
+            [s for s in specs if not s.program.reads_kernel_structs],
+            self.worker,
+            self.max_series,
+            self.jobs,
+        )
+        more, more_failed = self._start_struct_readers(specs)
+        collectors, failed = collectors + more, failed + more_failed
         digests = {s.name: s.digest for s in specs}
         self._publish(
             {c.program.name: c for c in collectors},
@@ -158,6 +182,22 @@ class Supervisor:
                 log.error("reload failed, the running programs are unchanged: %s", error)
             self.exporter.reloaded(error is None)
             return error
+
+    def _start_struct_readers(
+        self, specs: list[ProgramSpec]
+    ) -> tuple[list[ProgramCollector], list[LoadError]]:
+        if not any(s.program.reads_kernel_structs for s in specs):
+            return [], []  # without waiting for the header check
+        return start_struct_readers(specs, self.worker, self.status, self.max_series, self.jobs)
+
+    def _check_headers(self) -> None:
+        try:
+            status = check_headers(self.worker)
+        except Exception as err:  # noqa: BLE001 - raised to whoever waits for the verdict
+            self._header_check.set_exception(err)
+            return
+        self.exporter.headers = status
+        self._header_check.set_result(status)
 
     def _reload(self) -> str | None:
         specs = self.select()
@@ -181,9 +221,7 @@ class Supervisor:
         )
         plain = [s for s in fresh if not s.program.reads_kernel_structs]
         collectors, failed = start_programs(plain, self.worker, self.max_series, self.jobs)
-        more, more_failed = start_struct_readers(
-            fresh, self.worker, self.status, self.max_series, self.jobs
-        )
+        more, more_failed = self._start_struct_readers(fresh)
         collectors += more
         failed += more_failed
         errors = [e for e in failed if not e.unavailable]

@@ -1,7 +1,9 @@
 // On-CPU samples by command name (profile, without stacks): a cpu-clock perf event fires on
 // every CPU at the configured rate and counts one sample for the task running there. The idle
 // task is left out, as profile does without -I.
-#include <uapi/linux/bpf_perf_event.h>
+// Only ever pointed to: its header, uapi/linux/bpf_perf_event.h, pulls in linux/sched.h and
+// makes the compile five times longer (0.85 s instead of 0.17 s).
+struct bpf_perf_event_data;
 
 struct comm_key {
     char comm[16];  // TASK_COMM_LEN

@@ -1,8 +1,12 @@
 """The throwaway compile worker: the only code that imports bcc.
 
-Run as `python -m exporter.loader FD`: reads one job (JSON) on stdin, compiles and attaches with
-BCC, hands every fd that keeps the program alive to the daemon over the socket FD, and leaves
-with os._exit so that BCC's atexit hooks cannot detach anything.
+Run as `python -m exporter.loader FD`: reads a list of jobs (JSON) on stdin and runs them one
+after another, so that Python and bcc start once for several programs. For each job it sends
+`{"compiling": index}` with the fd of a fresh file that is its stderr while that job runs (so
+a crash's last words stay with the job that caused them), then the job's message with every fd
+that keeps the program alive, over the socket FD. It leaves with os._exit so that BCC's atexit
+hooks cannot detach anything (they also keep every BPF object alive until then: dropping one
+would not detach, but bcc's cleanup would).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -41,22 +46,32 @@ STAGES = {CompileFailed: "compile", ProbeUnavailable: "unavailable", AttachFaile
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
-    job = json.load(sys.stdin)
+    for index, job in enumerate(json.load(sys.stdin)):
+        with tempfile.TemporaryFile() as stderr:
+            os.dup2(stderr.fileno(), 2)
+            handoff.send(sock, {"compiling": index}, [stderr.fileno()])
+        meta, fds = run_safely(job)
+        sys.stderr.flush()  # all it said on this job in its file before the daemon reads it
+        handoff.send(sock, meta, fds)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def run_safely(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
     try:
-        meta, fds = run(job)
+        return run(job)
     except Exception as err:  # noqa: BLE001 - bcc raises bare Exception; the daemon gets its text
         stage = STAGES.get(type(err), "attach")
-        meta, fds = {"ok": False, "stage": stage, "error": str(err) or type(err).__name__}, []
-    handoff.send(sock, meta, fds)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        return {"ok": False, "stage": stage, "error": str(err) or type(err).__name__}, []
 
 
 def run(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
     if "header_fields" in job:
         from ..headers import header_offsets
 
+        # Only programs that read kernel structs wait for this check (no built-in one does):
+        # it must not slow the compiles the others wait for.
+        os.nice(19)
         return {"ok": True, "offsets": header_offsets(job["header_fields"])}, []
     return load_program(job)
 

@@ -76,6 +76,16 @@ def holder_of(path: Path, pids: list[int]) -> int | None:
     return None
 
 
+def worker_holding(fifo: Path, daemon_pid: int) -> int:
+    """The daemon's process that holds the FIFO open (the compile worker), waited for: the
+    writer's open() returns while the worker's is still returning."""
+    deadline = time.monotonic() + 10
+    while (worker := holder_of(fifo, descendants(daemon_pid))) is None:
+        assert time.monotonic() < deadline, "no process of the daemon holds the FIFO"
+        time.sleep(0.02)
+    return worker
+
+
 def open_writer(fifo: Path, timeout: float) -> int:
     """Our end of the FIFO, once the compiler has opened its end (it blocks until then)."""
     deadline = time.monotonic() + timeout
@@ -102,12 +112,7 @@ def test_sigkill_of_a_compile_worker_costs_only_its_program(daemon, write_config
     )
     writer = open_writer(fifo, timeout=60)
     try:
-        worker = None
-        deadline = time.monotonic() + 10
-        while worker is None and time.monotonic() < deadline:  # its open() is returning
-            worker = holder_of(fifo, descendants(exporter.proc.pid))
-            time.sleep(0.02)
-        assert worker is not None, "no process of the daemon holds the FIFO"
+        worker = worker_holding(fifo, exporter.proc.pid)
         cmdline = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
         assert b"exporter.loader" in cmdline
         assert "fault_slow_fn" not in loaded("prog")  # mid-compile: nothing loaded yet
@@ -130,3 +135,71 @@ def test_sigkill_of_a_compile_worker_costs_only_its_program(daemon, write_config
     assert "victim" in exporter.get("/").decode()
     assert "fault_slow_fn" not in loaded("prog")
     assert "fault_slow_map" not in loaded("map")
+
+
+def test_a_worker_killed_mid_batch_costs_only_the_program_it_was_compiling(
+    daemon, write_config, tmp_path
+):
+    """One worker compiles several programs in turn (--loader.jobs=1: all of them, longest
+    first): what it handed over before stays attached, the program it was on fails, and the
+    programs after it are compiled by a fresh worker."""
+    fifo = tmp_path / "slow.h"
+    os.mkfifo(fifo)
+    # Two header includes: guessed slower than the victim's one, so compiled before it.
+    first = getppid_counter("first", "first_calls_total", "fault").replace(
+        "    code: |\n",
+        "    code: |\n      #include <linux/types.h>\n      #include <linux/types.h>\n",
+    )
+    last = getppid_counter("last", "last_calls_total", "fault")
+    exporter = daemon(
+        "--loader.jobs=1",
+        f"--config.file={write_config('first', first)}",
+        f"--config.file={write_config('victim', VICTIM.format(fifo=fifo))}",
+        f"--config.file={write_config('last', last)}",
+        wait=False,
+    )
+    writer = open_writer(fifo, timeout=60)
+    try:
+        worker = worker_holding(fifo, exporter.proc.pid)
+        deadline = time.monotonic() + 10  # its reply is in; its log line may lag a little
+        while 'program "first": ready' not in exporter.log():
+            assert time.monotonic() < deadline, "first was not compiled before the victim"
+            time.sleep(0.02)
+        os.kill(worker, signal.SIGKILL)
+        exporter.wait_ready(timeout=60)
+    finally:
+        os.close(writer)
+
+    log = exporter.log()
+    assert re.search(r'program "victim": .*died \(killed by SIGKILL\)', log)
+    assert log.index('program "victim": compiling') < log.index('program "last": compiling')
+    assert [
+        exporter.value("bcc_exporter_enabled_programs", program=p)
+        for p in ("first", "victim", "last")
+    ] == [1, 0, 1]
+    before = [exporter.value(f"fault_{p}_calls_total", slot="0") for p in ("first", "last")]
+    for _ in range(23):
+        os.getppid()
+    after = [exporter.value(f"fault_{p}_calls_total", slot="0") for p in ("first", "last")]
+    assert all(a - b >= 23 for a, b in zip(after, before, strict=True))
+    assert "fault_slow_fn" not in loaded("prog")
+
+
+def test_a_worker_hung_mid_batch_costs_only_the_program_it_was_compiling(
+    daemon, write_config, tmp_path
+):
+    """--loader.timeout bounds each program's compile: the worker stuck on one is killed and
+    the programs after it go to a fresh worker."""
+    fifo = tmp_path / "never.h"
+    os.mkfifo(fifo)  # nobody opens the other end: the compile waits forever
+    last = getppid_counter("last", "last_calls_total", "fault")
+    exporter = daemon(
+        "--loader.jobs=1",
+        "--loader.timeout=3",
+        f"--config.file={write_config('victim', VICTIM.format(fifo=fifo))}",
+        f"--config.file={write_config('last', last)}",
+    )
+    assert 'program "victim": compile worker timed out after 3 s' in exporter.log()
+    assert exporter.value("bcc_exporter_enabled_programs", program="victim") == 0
+    assert exporter.value("bcc_exporter_enabled_programs", program="last") == 1
+    assert holder_of(fifo, descendants(exporter.proc.pid)) is None  # the stuck one was killed

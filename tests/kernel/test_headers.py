@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ from exporter.headers import (
     kernel_offsets,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+from ..conftest import REPO, Daemon, getppid_counter
+
 # Structs whose every named member is checked against bpftool's reading of the same BTF.
 BPFTOOL_STRUCTS = ("task_struct", "sock", "sock_common", "request", "sk_buff", "bpf_prog_info")
 
@@ -180,3 +182,47 @@ def test_daemon_side_never_loads_bcc() -> None:
         "assert 'bcc' not in sys.modules, 'bcc was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_without_headers_for_the_kernel_the_fallback_headers_compile(
+    daemon, write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The image's fallback: Debian's -common then -<arch> trees copied into one, as
+    # scripts/bootstrap.sh (image_fallback_headers) builds /opt/kernel-headers.
+    modules = Path("/lib/modules") / os.uname().release
+    merged = tmp_path / "kernel-headers"
+    merged.mkdir()
+    for part in ("source", "build"):
+        if (modules / part).exists():
+            subprocess.run(["cp", "-a", f"{(modules / part).resolve()}/.", str(merged)], check=True)
+    no_modules = tmp_path / "no-modules"
+    no_modules.mkdir()
+    monkeypatch.setenv("BCC_EXPORTER_FALLBACK_HEADERS", str(merged))
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+
+    class HostWithoutHeaders(Daemon):
+        """The daemon in a mount namespace whose /lib/modules is empty, as in a container on
+        a host that has no headers for its kernel."""
+
+        def command(self, args: list[str]) -> list[str]:
+            hide = 'mount --bind "$0" /lib/modules && exec "$@"'
+            return ["unshare", "-m", "sh", "-c", hide, str(no_modules), *super().command(args)]
+
+    exporter = HostWithoutHeaders(
+        [f"--config.file={write_config('good', getppid_counter())}"], tmp_path / "daemon.log"
+    )
+    try:
+        before = exporter.value("bcc_getppid_calls_total", slot="0")
+        for _ in range(23):
+            os.getppid()
+        assert exporter.value("bcc_getppid_calls_total", slot="0") - before >= 23
+        assert f"compiling against the fallback headers at {merged}" in exporter.log()
+        deadline = time.monotonic() + 60  # the check's verdict comes when it is done
+        while not any(
+            name == "bcc_exporter_kernel_headers_info" and ("path", str(merged)) in labels
+            for name, labels in exporter.scrape()
+        ):
+            assert time.monotonic() < deadline, exporter.log()
+            time.sleep(0.2)
+    finally:
+        assert exporter.stop() == 0
