@@ -91,7 +91,7 @@ CASES = [
         "pingpong",
         "context switch",
         200_000,
-        "TRACEPOINT_PROBE(sched, sched_switch) { return 0; }",
+        "RAW_TRACEPOINT_PROBE(sched_switch) { return 0; }",  # as cpudist attaches
         CPUDIST_BT,
         False,
     ),
