@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     worker = loader.Worker(python=args.loader_python, timeout=args.loader_timeout)
     headers.use_fallback()  # before any worker starts: they inherit the choice
+    memory.keep_mmap_threshold()
     if args.command == "snapshot":
         return snapshot(args, specs, worker)
     if args.config_check:

@@ -14,7 +14,19 @@ import time
 # How often a scrape may trim: the first scrape's garbage goes at once, later ones rarely.
 TRIM_EVERY_SECONDS = 60.0
 
-_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+_libc = ctypes.CDLL(None)
+_trim = getattr(_libc, "malloc_trim", None)  # glibc only
+_mallopt = getattr(_libc, "mallopt", None)
+_M_MMAP_THRESHOLD = -3  # malloc.h
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+
+
+def keep_mmap_threshold() -> None:
+    """Blocks of 128 KiB and more (a big scrape's lists and dicts) stay mmapped, so freeing
+    one gives it back to the kernel: glibc would otherwise raise its threshold after the
+    first such block is freed and keep later ones on the heap, in RSS, until a trim."""
+    if _mallopt is not None:
+        _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def release() -> None:

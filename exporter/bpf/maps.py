@@ -1,7 +1,8 @@
 """Read every (key, value) pair of a BPF map from its fd, for counters and histograms.
 
-Scrapes read whole maps of up to ~100k entries, so values are decoded in bulk from one
-buffer per batch with memoryview.cast; nothing allocates a ctypes object per entry.
+Scrapes read whole maps of up to ~1M entries, so values are decoded in bulk from one
+buffer per batch with memoryview.cast; nothing allocates a ctypes object per entry, and
+readers stream batch by batch (iter_items) rather than holding every pair at once.
 Maps are only ever read: Prometheus wants cumulative counts, and clearing races the
 program that writes them.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -97,34 +99,50 @@ class MapReader:
 
     def items(self) -> list[tuple[bytes, int]]:
         """Every (key bytes, value) pair; per-CPU values are summed."""
-        keys, values = self._read()
-        if not self.percpu:
-            return list(zip(keys, values, strict=True))
-        n = self.cpus
-        return [(key, sum(values[i * n : (i + 1) * n])) for i, key in enumerate(keys)]
+        return list(self.iter_items())
 
     def items_per_cpu(self) -> list[tuple[bytes, list[int]]]:
         """Every (key bytes, [value on CPU 0, CPU 1, ...]) pair of a per-CPU map."""
+        return list(self.iter_items_per_cpu())
+
+    def iter_items(self) -> Iterator[tuple[bytes, int]]:
+        """items(), one batch at a time: a 1M-entry map never exists as 1M Python pairs.
+
+        The map stays locked until the iterator is exhausted or closed."""
+        n = self.cpus
+        for keys, values in self._chunks():
+            if not self.percpu:
+                yield from zip(keys, values, strict=True)
+                continue
+            for i, key in enumerate(keys):
+                yield key, sum(values[i * n : (i + 1) * n])
+
+    def iter_items_per_cpu(self) -> Iterator[tuple[bytes, list[int]]]:
+        """items_per_cpu(), one batch at a time."""
         if not self.percpu:
             raise ValueError(f"map {self.info.name!r} (id {self.info.id}) is not per-CPU")
-        keys, values = self._read()
         n = self.cpus
-        return [(key, values[i * n : (i + 1) * n]) for i, key in enumerate(keys)]
+        for keys, values in self._chunks():
+            for i, key in enumerate(keys):
+                yield key, values[i * n : (i + 1) * n]
 
-    def _read(self) -> tuple[list[bytes], list[int]]:
-        """Keys, and values flattened as count * cpus integers."""
+    def _chunks(self) -> Iterator[tuple[list[bytes], list[int]]]:
+        """Keys, and their values flattened as count * cpus integers, a batch at a time."""
         with self._lock:
-            return self._read_locked()
-
-    def _read_locked(self) -> tuple[list[bytes], list[int]]:
-        if self.batch:
-            try:
-                return self._read_batch()
-            except BPFError as e:
-                if e.errno not in _NO_BATCH_ERRNOS:
-                    raise
-                self.batch = False
-        return self._read_by_key()
+            if self.batch:
+                batches = self._read_batch()
+                try:
+                    first = next(batches, None)
+                except BPFError as e:
+                    if e.errno not in _NO_BATCH_ERRNOS:
+                        raise
+                    self.batch = False  # refused at the first step: nothing was read yet
+                else:
+                    if first is not None:
+                        yield first
+                        yield from batches
+                    return
+            yield self._read_by_key()
 
     def _keys(self, keys_buf: Buffer, count: int) -> list[bytes]:
         ks = self.info.key_size
@@ -148,21 +166,18 @@ class MapReader:
             )
         return self._batch_buffers
 
-    def _read_batch(self) -> tuple[list[bytes], list[int]]:
+    def _read_batch(self) -> Iterator[tuple[list[bytes], list[int]]]:
         token_in, token_out, keys_buf, values_buf = self._alloc_batch()
-        keys: list[bytes] = []
-        values: list[int] = []
         cursor: Buffer | None = None
         done = False
         while not done:
             count, done = map_lookup_batch(
                 self.fd, cursor, token_out, keys_buf, values_buf, BATCH_SIZE
             )
-            keys += self._keys(keys_buf, count)
-            values += self._values(values_buf, count)
+            if count:
+                yield self._keys(keys_buf, count), self._values(values_buf, count)
             ctypes.memmove(token_in, token_out, len(token_out))
             cursor = token_in
-        return keys, values
 
     def _read_by_key(self) -> tuple[list[bytes], list[int]]:
         """GET_NEXT_KEY + LOOKUP_ELEM, for kernels or map types without batch lookup."""

@@ -42,6 +42,8 @@ OPENMETRICS = "application/openmetrics-text"
 EOF = b"# EOF\n"
 # Schemes under which legacy names print as they are, in both formats.
 _FAST_ESCAPINGS = (UNDERSCORES, ALLOWUTF8)
+# Series rendered to text at a time: the body's peak is the bytes, not a str per line.
+CHUNK = 4096
 
 
 def go_float(value: float) -> str:
@@ -145,28 +147,34 @@ class Family(Metric):
             family.add_metric(list(labels), value)
         return family
 
-    def lines(self) -> str:
-        """The sample lines, as the stock encoders print them for names left as they are."""
-        if self.type == "histogram":
-            return "".join(self._histogram_lines())
+    def lines(self) -> Iterator[bytes]:
+        """The sample lines, as the stock encoders print them for names left as they are,
+        encoded CHUNK series at a time: a 1M-series family never exists as 1M strings."""
+        series = self.series
+        for start in range(0, len(series), CHUNK):
+            chunk = series[start : start + CHUNK]
+            if self.type == "histogram":
+                yield "".join(self._histogram_lines(chunk)).encode()
+            else:
+                yield self._sample_lines(chunk).encode()
+
+    def _sample_lines(self, series: Sequence[tuple[Labels, Any]]) -> str:
         text = self.text
         name = self.name + "_total" if self.type == "counter" else self.name
-        return "".join(
-            [f"{name}{text(labels)} {go_float(value)}\n" for labels, value in self.series]
-        )
+        return "".join([f"{name}{text(labels)} {go_float(value)}\n" for labels, value in series])
 
-    def _histogram_lines(self) -> Iterator[str]:
+    def _histogram_lines(self, series: Sequence[tuple[Labels, HistogramValue]]) -> Iterator[str]:
         text = self.text
         bucket, count, total = self.name + "_bucket", self.name + "_count", self.name + "_sum"
-        for labels, (buckets, sum_value) in self.series:
+        for labels, (buckets, sum_value) in series:
             head, tail = text.bucket(labels)
             prefix = bucket + head
             yield "".join([f"{prefix}{le}{tail}{go_float(n)}\n" for le, n in buckets])
             # HistogramMetricFamily: _count (the +Inf bucket) and _sum only with a sum.
             if sum_value is not None and float(buckets[0][0]) >= 0:
-                series = text(labels)
-                yield f"{count}{series} {go_float(buckets[-1][1])}\n"
-                yield f"{total}{series} {go_float(sum_value)}\n"
+                labelled = text(labels)
+                yield f"{count}{labelled} {go_float(buckets[-1][1])}\n"
+                yield f"{total}{labelled} {go_float(sum_value)}\n"
 
 
 class _Families:
@@ -195,7 +203,7 @@ def render(families: Sequence[Metric], accept: str) -> tuple[bytes, str]:
         if isinstance(family, Family):
             header = Metric(family.name, family.documentation, family.type)
             out.append(_strip_eof(stock(_Families([header])), openmetrics))
-            out.append(family.lines().encode())
+            out.extend(family.lines())
         else:
             out.append(_strip_eof(stock(_Families([family])), openmetrics))
     if openmetrics:

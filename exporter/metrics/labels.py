@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 CACHE_LIMIT = 200_000
 # How long a label a decoder could not resolve yet (Unresolved) is shown before asking again.
 UNRESOLVED_SECONDS = 30.0
+# How final a decoding is: cached for good, shown until UNRESOLVED_SECONDS, or not cached.
+_FINAL, _PROVISIONAL, _FAILED = "final", "provisional", "failed"
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,11 @@ class LabelDecoder:
         self._cache: dict[bytes, tuple[str, ...] | None] = {}
         self._unresolved: dict[bytes, tuple[float, tuple[str, ...]]] = {}
 
-    def __call__(self, raw: bytes) -> tuple[str, ...] | None:
-        """The label values, or None when a decoder drops the series or cannot decode it."""
+    def __call__(self, raw: bytes, remember: bool = True) -> tuple[str, ...] | None:
+        """The label values, or None when a decoder drops the series or cannot decode it.
+
+        `remember=False` decodes without caching the result: keys past the series limit
+        would otherwise evict the kept series' labels and make every scrape decode anew."""
         prefix = raw[: self.span]
         try:
             return self._cache[prefix]
@@ -78,10 +83,25 @@ class LabelDecoder:
         retry_at = self._unresolved.get(prefix)
         if retry_at is not None and time.monotonic() < retry_at[0]:
             return retry_at[1]
+        if not remember:
+            return self._decode(prefix)[0]
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
             self._unresolved.clear()
-        unresolved = False
+        result, outcome = self._decode(prefix)
+        if outcome is _FAILED:
+            return None  # not cached: counted again each time it is seen
+        if result is not None and outcome is _PROVISIONAL:
+            # Shown for now, asked again later: the host may know it by then (a new cgroup).
+            self._unresolved[prefix] = (time.monotonic() + UNRESOLVED_SECONDS, result)
+        else:  # final, or None: a decoder dropped the series for good
+            self._cache[prefix] = result
+            self._unresolved.pop(prefix, None)
+        return result
+
+    def _decode(self, prefix: bytes) -> tuple[tuple[str, ...] | None, str]:
+        """The label values (None: a decoder drops the series) and how final they are."""
+        outcome = _FINAL
         values: list[str] = []
         try:
             for field in self.fields:
@@ -89,19 +109,11 @@ class LabelDecoder:
                     values.append(field.decode(prefix))
                 except Unresolved as provisional:
                     values.append(provisional.value.decode("utf-8", "replace"))
-                    unresolved = True
+                    outcome = _PROVISIONAL
         except SkipSeries:
-            self._cache[prefix] = None
-            return None
+            return None, _FINAL
         except Exception as err:  # noqa: BLE001 - one bad key must not cost the scrape
             self.errors += 1
             log.debug("%s: cannot decode %s: %s", self.where, prefix.hex(), err)
-            return None  # not cached: counted again each time it is seen
-        result = tuple(values)
-        if unresolved:
-            # Shown for now, asked again later: the host may know it by then (a new cgroup).
-            self._unresolved[prefix] = (time.monotonic() + UNRESOLVED_SECONDS, result)
-        else:
-            self._cache[prefix] = result
-            self._unresolved.pop(prefix, None)
-        return result
+            return None, _FAILED
+        return tuple(values), outcome

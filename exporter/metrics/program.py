@@ -24,6 +24,7 @@ from .labels import Field, LabelDecoder, is_cpu_label, layout
 log = logging.getLogger(__name__)
 
 # Series one metric may export; past it, series are dropped and counted (--metrics.max-series).
+# Counters and gauges count dropped keys, histograms dropped label sets (a key per bucket).
 MAX_SERIES = 20_000
 V = TypeVar("V")
 
@@ -69,19 +70,18 @@ class MetricReader:
     def entries(self, skip_zero: bool = False) -> Iterator[tuple[bytes, tuple[str, ...], int]]:
         """(key, label values, value) of every entry whose labels decode; per-CPU maps are
         summed over CPUs, or give one entry per CPU when the metric has a cpu label."""
+        self.entries_read = 0
         if self.cpu_label is None:
-            items = self.reader.items()
-            self.entries_read = len(items)
-            for key, value in items:
+            for key, value in self.reader.iter_items():
+                self.entries_read += 1
                 if value or not skip_zero:
                     labels = self.labels(key)
                     if labels is not None:
                         yield key, labels, value
             return
         at = self.cpu_label
-        per_cpu = self.reader.items_per_cpu()
-        self.entries_read = len(per_cpu)
-        for key, values in per_cpu:
+        for key, values in self.reader.iter_items_per_cpu():
+            self.entries_read += 1
             labels = self.labels(key)
             if labels is None:
                 continue
@@ -89,24 +89,40 @@ class MetricReader:
                 if value or not skip_zero:
                     yield key, (*labels[:at], cpu, *labels[at:]), value
 
-    def summed(self, skip_zero: bool = False) -> dict[tuple[str, ...], int]:
-        """Values by decoded labels; keys that decode alike (recycled ids) are summed."""
+    def summed(self, limit: int, skip_zero: bool = False) -> tuple[dict[tuple[str, ...], int], int]:
+        """Values by decoded labels, at most `limit` of them, and how many keys were dropped
+        for being past it. Keys that decode alike (recycled ids) are summed, also past the
+        limit into a kept series; a dropped key is decoded but not cached, so a map far over
+        the limit costs neither memory nor the kept series' cache entries."""
         out: dict[tuple[str, ...], int] = {}
-        get = out.get
+        dropped = 0
         if self.cpu_label is not None:
             for _, labels, value in self.entries(skip_zero):
-                out[labels] = get(labels, 0) + value
-            return out
-        # entries() inlined for the common case: this runs for each of up to ~100k keys.
-        items = self.reader.items()
-        self.entries_read = len(items)
+                if labels in out:
+                    out[labels] += value
+                elif len(out) < limit:
+                    out[labels] = value
+                else:
+                    dropped += 1
+            return out, dropped
+        # entries() inlined for the common case: this runs for each of up to ~1M keys.
         decode = self.labels
-        for key, value in items:
+        read = 0
+        for key, value in self.reader.iter_items():
+            read += 1
             if value or not skip_zero:
-                decoded = decode(key)
-                if decoded is not None:
-                    out[decoded] = get(decoded, 0) + value
-        return out
+                full = len(out) >= limit
+                decoded = decode(key, not full)
+                if decoded is None:
+                    continue
+                if decoded in out:
+                    out[decoded] += value
+                elif full:
+                    dropped += 1
+                else:
+                    out[decoded] = value
+        self.entries_read = read
+        return out, dropped
 
 
 def _cpu_label(program: str, where: str, labels: list[Label], reader: MapReader) -> int | None:
@@ -180,27 +196,36 @@ class ProgramCollector:
 
     def _counter(self, reader: MetricReader) -> Metric:
         # Array slots exist before anything happened: a zero slot counted nothing, no series.
-        series = self._bounded(reader, reader.summed(skip_zero=reader.is_array))
-        return self._family(reader, "counter", series)
+        series = reader.summed(self.max_series, skip_zero=reader.is_array)
+        return self._family(reader, "counter", self._bounded(reader, *series))
 
     def _gauge(self, reader: MetricReader) -> Metric:
-        return self._family(reader, "gauge", self._bounded(reader, reader.summed()))
+        return self._family(reader, "gauge", self._bounded(reader, *reader.summed(self.max_series)))
 
     def _histogram(self, reader: MetricReader, buckets: Buckets) -> Metric:
         assert reader.bucket is not None
         per_series: dict[tuple[str, ...], dict[int, int]] = {}
+        # Label sets, not keys: a series has a key per bucket. Holds only the dropped series'
+        # labels, never their buckets.
+        dropped: set[tuple[str, ...]] = set()
         for key, labels, value in reader.entries():
             try:
                 slot = int(reader.bucket.decode(key))
             except (SkipSeries, ValueError):
                 reader.labels.errors += 1
                 continue
-            counts = per_series.setdefault(labels, {})
+            counts = per_series.get(labels)
+            if counts is None:
+                if len(per_series) >= self.max_series:
+                    dropped.add(labels)
+                    continue
+                counts = per_series[labels] = {}
             counts[slot] = counts.get(slot, 0) + value
-        series: list[tuple[tuple[str, ...], HistogramValue]] = [
-            (labels, buckets.render(counts)) for labels, counts in self._bounded(reader, per_series)
+        series = self._bounded(reader, per_series, len(dropped))
+        rendered: list[tuple[tuple[str, ...], HistogramValue]] = [
+            (labels, buckets.render(counts)) for labels, counts in series
         ]
-        return self._family(reader, "histogram", series)
+        return self._family(reader, "histogram", rendered)
 
     def _family(
         self, reader: MetricReader, typ: str, series: list[tuple[tuple[str, ...], V]]
@@ -209,24 +234,21 @@ class ProgramCollector:
         return Family(_name(self.program, config), config.help, typ, reader.text, series)
 
     def _bounded(
-        self, reader: MetricReader, series: dict[tuple[str, ...], V]
+        self, reader: MetricReader, series: dict[tuple[str, ...], V], dropped: int
     ) -> list[tuple[tuple[str, ...], V]]:
-        """At most max_series of them: past the limit a metric's new series are dropped (the
-        first ones seen are kept, so existing series do not flap) and counted."""
-        items = list(series.items())
-        if len(items) <= self.max_series:
-            return items
-        dropped = len(items) - self.max_series
-        reader.series_dropped += dropped
-        log.warning(
-            'program "%s": %s has %d series, over the limit of %d: %d dropped',
-            self.program.name,
-            reader.config.name,
-            len(items),
-            self.max_series,
-            dropped,
-        )
-        return items[: self.max_series]
+        """The series kept under the limit, with the ones past it counted and logged: the
+        first ones seen are kept, so existing series do not flap."""
+        if dropped:
+            reader.series_dropped += dropped
+            log.warning(
+                'program "%s": %s has %d series, over the limit of %d: %d dropped',
+                self.program.name,
+                reader.config.name,
+                len(series) + dropped,
+                self.max_series,
+                dropped,
+            )
+        return list(series.items())
 
 
 def _name(program: LoadedProgram, config: MetricConfig) -> str:

@@ -56,6 +56,17 @@ def test_an_unresolved_value_is_shown_then_asked_again(clock):
     assert answers.asked == 2
 
 
+def test_a_key_decoded_without_remembering_is_not_cached_but_uses_the_cache():
+    # Keys past the series limit: decoded each time, never evicting the kept keys' labels.
+    answers = Answers(b"kept", b"past", b"past")
+    decode = decoder_of(answers)
+    kept, past = b"\1\0\0\0", b"\2\0\0\0"
+    assert decode(kept) == ("kept",)
+    assert [decode(past, False), decode(past, False)] == [("past",), ("past",)]
+    assert decode(kept, False) == ("kept",)  # cached before: not asked again
+    assert answers.asked == 3
+
+
 def test_a_dropped_series_is_cached_and_a_failure_counted():
     answers = Answers(SkipSeries(), ValueError("bad"), ValueError("bad"))
     decode = decoder_of(answers)
