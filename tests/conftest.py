@@ -36,6 +36,13 @@ def _bpf_unavailable() -> str | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control hands what it starts in the background (`make test &`)
+    # SIGINT ignored, and children inherit that: the bcc tools the tests stop with SIGINT, as a
+    # user does, would never stop. A handler of our own is reset to the default across exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
