@@ -8,9 +8,11 @@ a full ring; every collection drains them too, so a scrape sees what happened be
 from __future__ import annotations
 
 import logging
+import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from prometheus_client.core import Metric
@@ -73,32 +75,43 @@ class EventCounter:
             self.buffers = []
 
 
+def _close_pipe(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class EventPoller(threading.Thread):
     """Drains every event counter's rings whenever the kernel signals new events."""
 
     def __init__(self, counters: Sequence[EventCounter]) -> None:
         super().__init__(name="perf-events", daemon=True)
         self.counters = list(counters)
-        self._stopping = threading.Event()
+        # stop() writes here: the thread sleeps until events or stop, never on a timeout (an
+        # idle daemon wakes for nothing).
+        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # Closed with the poller, not by stop(): a stopped poller may be stopped again.
+        weakref.finalize(self, _close_pipe, self._wake_read, self._wake_write)
 
     def run(self) -> None:
         poller = select.poll()
+        poller.register(self._wake_read, select.POLLIN)
         owner: dict[int, EventCounter] = {}
         for counter in self.counters:
             for fd in counter.fds:
                 poller.register(fd, select.POLLIN)
                 owner[fd] = counter
-        while not self._stopping.is_set():
-            ready = {owner[fd] for fd, _ in poller.poll(500)}
-            if ready:
-                time.sleep(BATCH_SECONDS)
-            for counter in ready:
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_read in ready:
+                return
+            time.sleep(BATCH_SECONDS)
+            for counter in {owner[fd] for fd in ready}:
                 try:
                     counter.drain()
                 except Exception as err:  # noqa: BLE001 - keep draining the others
                     log.error("%s: reading events failed: %s", counter.labels.where, err)
 
     def stop(self) -> None:
-        self._stopping.set()
+        os.write(self._wake_write, b"x")
         if self.ident is not None:  # started
             self.join(timeout=2)

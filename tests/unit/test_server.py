@@ -7,6 +7,7 @@ import gzip
 import threading
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -405,3 +406,10 @@ def test_the_trimmer_releases_memory_at_most_once_a_period(
         now[0] = t
         trim()
     assert released == [100, 160, 221]
+
+
+def test_every_response_says_its_date(app: App) -> None:
+    # uvicorn's own Date header is off (it needs a timer waking the idle daemon every second).
+    for path in ("/metrics", "/healthz", "/", "/nowhere"):
+        date = request(app, "GET", path).headers["date"]
+        assert parsedate_to_datetime(date).tzinfo is not None and date.endswith(" GMT")
