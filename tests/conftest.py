@@ -128,6 +128,18 @@ def still_loaded(ids: set[int], kind: str, grace: float = 5) -> set[int]:
         time.sleep(0.05)
 
 
+def status(pid: int | str, task: int | str | None = None) -> dict[str, str]:
+    path = Path(f"/proc/{pid}/status" if task is None else f"/proc/{pid}/task/{task}/status")
+    return dict(line.split(":\t", 1) for line in path.read_text().splitlines() if ":\t" in line)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return status(pid)["State"][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class Daemon:
     def __init__(self, args: list[str], log: Path, wait: bool = True) -> None:
         self.port = free_port()

@@ -15,12 +15,14 @@ import ctypes
 import dataclasses
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
 import time
 from typing import Any
 
+from .. import capabilities
 from ..bpf.perf import link_perf_event, output_event, tracepoint_event
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
 from . import availability, elf, handoff
@@ -45,6 +47,12 @@ STAGES = {CompileFailed: "compile", ProbeUnavailable: "unavailable", AttachFaile
 
 
 def main() -> None:
+    # A worker stuck in a compile (an include that never opens) would outlive a spawner or
+    # daemon killed by SIGKILL: it dies with the process that started it instead.
+    parent = os.getppid()
+    capabilities.die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent:  # that process died before the line above
+        os._exit(1)
     sock = socket.socket(fileno=int(sys.argv[1]))
     for index, job in enumerate(json.load(sys.stdin)):
         with tempfile.TemporaryFile() as stderr:

@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..conftest import bpftool_show, getppid_counter
+from ..conftest import alive, bpftool_show, getppid_counter
 
 GOOD = getppid_counter(metric="good_calls_total", namespace="fault")
 
@@ -203,3 +203,24 @@ def test_a_worker_hung_mid_batch_costs_only_the_program_it_was_compiling(
     assert exporter.value("bcc_exporter_enabled_programs", program="victim") == 0
     assert exporter.value("bcc_exporter_enabled_programs", program="last") == 1
     assert holder_of(fifo, descendants(exporter.proc.pid)) is None  # the stuck one was killed
+
+
+def test_sigkill_of_the_daemon_mid_compile_leaves_no_worker(daemon, write_config, tmp_path):
+    """A worker stuck in a compile (here: on an include that never opens) dies with the
+    process that started it, so nothing of the daemon outlives a SIGKILL."""
+    fifo = tmp_path / "slow.h"
+    os.mkfifo(fifo)
+    exporter = daemon(
+        f"--config.file={write_config('victim', VICTIM.format(fifo=fifo))}", wait=False
+    )
+    writer = open_writer(fifo, timeout=60)
+    try:
+        worker = worker_holding(fifo, exporter.proc.pid)
+        exporter.proc.kill()
+        exporter.proc.wait()
+        deadline = time.monotonic() + 10
+        while alive(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived the daemon"
+            time.sleep(0.05)
+    finally:
+        os.close(writer)

@@ -11,15 +11,10 @@ from pathlib import Path
 
 from exporter import capabilities
 
-from ..conftest import bpftool_show, still_loaded
+from ..conftest import alive, bpftool_show, status, still_loaded
 from .test_reload import reload, write
 
 CAP_NET_BIND_SERVICE = 1 << 10
-
-
-def status(pid: int | str, task: int | str | None = None) -> dict[str, str]:
-    path = Path(f"/proc/{pid}/status" if task is None else f"/proc/{pid}/task/{task}/status")
-    return dict(line.split(":\t", 1) for line in path.read_text().splitlines() if ":\t" in line)
 
 
 def caps_of_every_thread(pid: int) -> set[tuple[int, int, int]]:
@@ -35,13 +30,6 @@ def spawner_pid(exporter) -> int:  # type: ignore[no-untyped-def]
     match = re.search(r"started by the spawner \(pid (\d+)\)", exporter.log())
     assert match, exporter.log()
     return int(match[1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        return status(pid)["State"][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_server_has_no_capabilities_spawner_has_ours_and_scrapes_work(daemon, tmp_path):
