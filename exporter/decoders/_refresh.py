@@ -26,7 +26,8 @@ class Snapshot(Generic[T]):
     def __init__(self, load: Callable[[], T]) -> None:
         self._load = load
         self._value: T | None = None
-        self._loaded_at = 0.0
+        # When the last read began (monotonic): the snapshot shows the host as of then.
+        self.loaded_at = 0.0
         self._lock = threading.Lock()
         # Reads so far: a decoder compares it before and after a miss to tell whether its
         # answer comes from a read made since the miss (final) or from an older one.
@@ -45,13 +46,14 @@ class Snapshot(Generic[T]):
     def refresh(self) -> T:
         """Read again after a miss, unless the last read is less than MIN_REFRESH_SECONDS old."""
         with self._lock:
-            if self._value is None or monotonic() - self._loaded_at >= MIN_REFRESH_SECONDS:
+            if self._value is None or monotonic() - self.loaded_at >= MIN_REFRESH_SECONDS:
                 self._reload()
             value = self._value
         assert value is not None
         return value
 
     def _reload(self) -> None:
+        started = monotonic()
         self._value = self._load()
-        self._loaded_at = monotonic()
+        self.loaded_at = started
         self.reads += 1

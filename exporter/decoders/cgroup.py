@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import _refresh
 from ._base import TEXT_INPUT, DecoderError, Unresolved
 from ._refresh import Snapshot
 
@@ -68,13 +67,17 @@ class CgroupPaths:
         self._mounts = mounts
         self._decoder = decoder  # names the decoder in the warnings
         self._paths = Snapshot(self._load)
-        self.read_at = 0.0  # monotonic time of the last read
         self._warned = False  # only _load() touches it, under the snapshot's lock
 
     @property
     def reads(self) -> int:
         """Reads of the tree so far."""
         return self._paths.reads
+
+    @property
+    def read_at(self) -> float:
+        """When the last read of the tree began (monotonic)."""
+        return self._paths.loaded_at
 
     def find(self, cgroup_id: int) -> tuple[bytes | None, bool]:
         """(the path, None when not found; whether the tree knows it): with no cgroup2 mounted
@@ -89,7 +92,6 @@ class CgroupPaths:
         return path, path is not None
 
     def _load(self) -> dict[int, bytes]:
-        self.read_at = _refresh.monotonic()
         if self._root is None:
             try:
                 self._root = cgroup2_mount(self._mounts)

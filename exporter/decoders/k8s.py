@@ -59,7 +59,6 @@ class Identity:
 class Logs:
     """What the kubelet's log directories say."""
 
-    read_at: float  # monotonic time of the read
     pods: dict[bytes, tuple[bytes, bytes]]
     containers: dict[bytes, bytes]
 
@@ -112,11 +111,10 @@ class PodIdentities:
         logs = self._logs.current()
         if not logs.knows(where):  # a pod or container started since
             logs = self._logs.refresh()
-        return logs.identity(where), logs.knows(where), logs.read_at
+        return logs.identity(where), logs.knows(where), self._logs.loaded_at
 
     def _read_logs(self) -> Logs:
         return Logs(
-            _refresh.monotonic(),
             self._read(k8s.read_pod_logs, self._pod_logs),
             self._read(k8s.read_container_logs, self._container_logs),
         )
