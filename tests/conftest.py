@@ -5,6 +5,7 @@ config, scraped and stopped (used by tests/kernel and tests/fault)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -138,6 +139,22 @@ def alive(pid: int) -> bool:
         return status(pid)["State"][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def remove_cgroup(directory: Path) -> None:
+    """rmdir a cgroup the test made (gone already is fine), waiting up to 5 s for the exit of a
+    process in it to take it out of the cgroup: until then rmdir says EBUSY."""
+    for _ in range(50):
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY:
+                raise
+            time.sleep(0.1)
+    directory.rmdir()
 
 
 class Daemon:

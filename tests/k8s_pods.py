@@ -4,9 +4,7 @@ tests) and the kubelet's log directories in a temporary root."""
 
 from __future__ import annotations
 
-import errno
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -18,6 +16,8 @@ import pytest
 import yaml
 
 from exporter.decoders.cgroup import cgroup2_mount
+
+from .conftest import remove_cgroup
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,21 +118,7 @@ def directories(root: Path, *paths: str) -> Iterator[list[Path]]:
         yield [root / path for path in paths]
     finally:
         for directory in sorted(made, key=lambda d: len(d.parts), reverse=True):
-            remove(directory)
-
-
-def remove(directory: Path) -> None:
-    for _ in range(50):  # a process's exit may take a moment to leave its cgroup
-        try:
-            directory.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as err:
-            if err.errno != errno.EBUSY:
-                raise
-            time.sleep(0.1)
-    directory.rmdir()
+            remove_cgroup(directory)
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,18 @@ system-wide (they may be issued from kworkers), so that count is a lower bound.
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ..conftest import remove_cgroup
 
 REPO = Path(__file__).resolve().parents[2]
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -362,13 +362,4 @@ def test_cgroup_paths(daemon, write_config, child):
         }
     finally:
         for directory in (inner, outer):
-            for _ in range(50):  # the child's exit may take a moment to leave the cgroup
-                try:
-                    directory.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as err:
-                    if err.errno != errno.EBUSY:
-                        raise
-                    time.sleep(0.1)
+            remove_cgroup(directory)  # waits for the child's exit to leave it

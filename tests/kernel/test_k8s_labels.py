@@ -6,13 +6,11 @@ and calls getppid a known number of times; the series carry exactly that pod's n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
-from ..k8s_pods import LAYOUTS, Node, Pod, directories, real_node
+from ..k8s_pods import LAYOUTS, Pod, directories
 from . import workload
 
 # Moves itself into the cgroup whose cgroup.procs is argv[2], then calls getppid argv[3] times.
@@ -46,12 +44,6 @@ metrics:
 """
 
 PRIMES = [23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67]
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    with real_node(tmp_path) as made:
-        yield made
 
 
 def run_in(cgroup: Path, calls: int) -> None:

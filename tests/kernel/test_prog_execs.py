@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,18 +85,10 @@ def bpftrace_lifecycle(comms: list[str]) -> Callable[[], dict[str, dict]]:
             @exits[comm, curtask->exit_code] = count();
         }}
     """
-    proc = subprocess.Popen(
-        ["bpftrace", "-e", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    while not (line := proc.stdout.readline()).startswith("Attaching"):
-        assert line, f"bpftrace did not attach: {''.join(seen)}"
-        seen.append(line)
+    stop = workload.bpftrace(script)
 
     def finish() -> dict[str, dict]:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        out = stop()
         found: dict[str, dict] = {"execs": {}, "forks": {}, "exits": {}}
         for m in re.finditer(r"@execs\[(\w+)\]: (\d+)", out):
             found["execs"][m[1]] = int(m[2])

@@ -8,9 +8,7 @@ cgroup2 root hands it to its children, else the cgroup v1 memory hierarchy
 
 from __future__ import annotations
 
-import errno
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import remove_cgroup
 from . import workload
 
 LIMIT = 64 << 20
@@ -91,16 +90,7 @@ def memory_cgroup() -> Iterator[MemoryCgroup]:
             swap.write_text("0")
         yield MemoryCgroup(path, limit_file, procs_file)
     finally:
-        for _ in range(50):  # the victim's exit may take a moment to leave the cgroup
-            try:
-                path.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError as err:
-                if err.errno != errno.EBUSY:
-                    raise
-                time.sleep(0.1)
+        remove_cgroup(path)  # waits for the victim's exit to leave it
 
 
 # The child moves itself into the cgroup, then fills memory 1 MiB at a time (bytes objects are

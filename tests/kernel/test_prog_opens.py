@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import platform
 import re
-import signal
-import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -55,18 +53,10 @@ def bpftrace_results(comm: str) -> Callable[[], dict[str, int]]:
         f'tracepoint:syscalls:sys_exit_openat2 /comm == "{comm}"/ '
         "{ @[args->ret < 0 ? -args->ret : 0] = count(); }"
     )
-    proc = subprocess.Popen(
-        ["bpftrace", "-e", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    while not (line := proc.stdout.readline()).startswith("Attaching"):
-        assert line, f"bpftrace did not attach: {''.join(seen)}"
-        seen.append(line)
+    stop = workload.bpftrace(script)
 
     def finish() -> dict[str, int]:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        out = stop()
         names = {0: "ok", 2: "ENOENT", 21: "EISDIR"}
         return {names[int(m[0])]: int(m[1]) for m in re.findall(r"@\[(\d+)\]: (\d+)", out)}
 

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from ..k8s_pods import Node, Pod, builtin_program, directories, real_node
+from ..k8s_pods import Pod, builtin_program, directories
 from .histograms import (
     SchedStat,
     delivered,
@@ -51,12 +48,6 @@ def runqlat_of(pid: int) -> dict[str, Any]:
     program["cflags"] = [f"-DTARGET_PID={pid}"]
     program["metrics"]["histograms"][0]["name"] = "runqueue_latency_target_seconds"
     return program
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    with real_node(tmp_path) as made:
-        yield made
 
 
 def test_a_pods_waits_match_the_schedulers_account(daemon, write_config, node):

@@ -4,13 +4,9 @@ makes known syscalls; its pod's series count exactly those, by syscall name."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import yaml
 
-from ..k8s_pods import Node, Pod, builtin_program, directories, real_node
+from ..k8s_pods import Pod, builtin_program, directories
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -29,12 +25,6 @@ for _ in range({FAILED}):
     except OSError:
         pass
 """
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    with real_node(tmp_path) as made:
-        yield made
 
 
 def test_a_pods_syscalls_count_exactly(daemon, write_config, node):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 from collections.abc import Callable
 
 from . import workload
@@ -55,21 +53,10 @@ for nr, times, args in ((2, 5, (path, 0)), (257, 7, (-100, path, 0)),
 
 def bpftrace_counts(comm: str) -> Callable[[], dict[str, int]]:
     script = f'tracepoint:syscalls:sys_enter_open* /comm == "{comm}"/ {{ @[probe] = count(); }}'
-    proc = subprocess.Popen(
-        ["bpftrace", "-e", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
-    # It warns about RLIMIT_MEMLOCK on kernels that account BPF memory by cgroup; wait for
-    # "Attaching N probes..." which it prints once attached.
-    seen = []
-    while not (line := proc.stdout.readline()).startswith("Attaching"):
-        assert line, f"bpftrace did not attach: {''.join(seen)}"
-        seen.append(line)
+    stop = workload.bpftrace(script)
 
     def finish() -> dict[str, int]:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
-        return {m[0]: int(m[1]) for m in re.findall(r"@\[(\S+)\]: (\d+)", out)}
+        return {m[0]: int(m[1]) for m in re.findall(r"@\[(\S+)\]: (\d+)", stop())}
 
     return finish
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Callable
 
 PRELUDE = """
 import ctypes, os, sys
@@ -33,3 +35,24 @@ def run(comm: str, body: str, *args: str) -> str:
         text=True,
     )
     return done.stdout
+
+
+def bpftrace(script: str) -> Callable[[], str]:
+    """Start bpftrace on `script` and return once it is attached; the returned function stops
+    it with SIGINT, as a user does, and returns what it printed (its maps)."""
+    proc = subprocess.Popen(
+        ["bpftrace", "-e", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    # It warns about RLIMIT_MEMLOCK on kernels that account BPF memory by cgroup; wait for
+    # "Attaching N probes...", which it prints once attached.
+    seen: list[str] = []
+    while not (line := proc.stdout.readline()).startswith("Attaching"):
+        assert line, f"bpftrace did not attach: {''.join(seen)}"
+        seen.append(line)
+
+    def finish() -> str:
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=30)[0]
+
+    return finish
