@@ -61,6 +61,7 @@ NUMBERS = {name: number for number, name in enumerate(NAMES)}
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -192,6 +193,23 @@ def drop(keep: Iterable[int] = ()) -> frozenset[int]:
         data[i].inheritable = 0
     _check(_libc.syscall(_syscall("capset"), ctypes.byref(header), data), "capset")
     return kept
+
+
+def keep_caps(on: bool) -> None:
+    """PR_SET_KEEPCAPS: keep the permitted set when every uid stops being 0 (setresuid)."""
+    _prctl(PR_SET_KEEPCAPS, int(on), "prctl(PR_SET_KEEPCAPS)")
+
+
+def raise_effective() -> None:
+    """Make every permitted capability effective again (a uid change empties the effective
+    set even under PR_SET_KEEPCAPS)."""
+    _, permitted = current()
+    header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_Data * 2)()
+    value = mask(permitted)
+    for i in (0, 1):
+        data[i].effective = data[i].permitted = value >> (32 * i) & 0xFFFFFFFF
+    _check(_libc.syscall(_syscall("capset"), ctypes.byref(header), data), "capset")
 
 
 def no_new_privs() -> None:

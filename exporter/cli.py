@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import resource
-import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from . import (
-    __version__,
-    capabilities,
-    config,
-    headers,
-    listing,
-    loader,
-    memory,
-    privsep,
-    server,
-    web_config,
-)
-from .bpf.syscall import BPFError, enable_stats
-from .errors import ConfigError, LoadError
-from .metrics.program import MAX_SERIES, ProgramCollector
+from . import __version__, capabilities, config, daemon, listing, loader, server, web_config
+from .errors import ConfigError
+from .metrics.program import MAX_SERIES
 from .metrics.self_metrics import ExporterCollector
+from .privsep import drop
+from .privsep.client import PrivsepError, Spawner
 from .server import App
 from .snapshot import parse_duration, render, samples
-from .supervisor import Supervisor, close_all, start_all
-from .tracefs import ensure_mounted
+from .supervisor import Supervisor
 
 log = logging.getLogger("bcc_exporter")
 
@@ -170,16 +154,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="compile programs in workers started by a small privileged process, and serve "
-        "from a process without capabilities (default on; --no-privilege-separation keeps "
-        "every capability in the serving process, for debugging)",
+        "as --user/--group without capabilities (default on; --no-privilege-separation keeps "
+        "the serving process's user and every capability, for debugging)",
+    )
+    p.add_argument(
+        "--user",
+        default="nobody",
+        help="user the serving process runs as once started as root (default %(default)s); "
+        "a daemon started as another user keeps it",
+    )
+    p.add_argument(
+        "--group",
+        default="nogroup",
+        help="group the serving process runs as once started as root (default %(default)s)",
     )
     p.add_argument(
         "--capabilities.keep",
         dest="capabilities_keep",
         type=_capability_names,
         default=frozenset(),
-        help="comma-separated capabilities the serving process keeps, e.g. "
-        "CAP_NET_BIND_SERVICE (default: none)",
+        help="comma-separated capabilities the serving process keeps across its change to "
+        "--user, e.g. CAP_NET_BIND_SERVICE (default: none)",
     )
     p.add_argument("--version", action="version", version=f"bcc_exporter {__version__}")
     args = p.parse_args(argv)
@@ -210,134 +205,124 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signals = daemon.Signals()
+    signals.install()  # first: a SIGHUP during start-up must not kill the daemon
+    try:
+        return _main(argv, signals)
+    except daemon.Stop as stop:
+        log.info("stopped by %s during start-up; every program detached", stop)
+        return 0
+
+
+def _main(argv: list[str] | None, signals: daemon.Signals) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        specs = select(args)
         web = web_config.load(args.web_config_file)
-    except ConfigError as err:
+        options = start_options(args)
+    except (ConfigError, drop.DropError) as err:
         print(f"bcc_exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "list":
-        print(listing.describe(specs), end="")
-        return 0
-    worker = loader.Worker(python=args.loader_python, timeout=args.loader_timeout)
-    headers.use_fallback()  # before any worker starts: they inherit the choice
-    memory.keep_mmap_threshold()
+        return list_programs(options)
     if args.command == "snapshot":
-        return snapshot(args, specs, worker)
-    if args.config_check:
-        ensure_mounted()
-        collectors, failed, _ = start_all(specs, worker, jobs=args.loader_jobs)
-        return report_check(collectors, failed)
-    try:
-        # Bound before loading, so a taken port fails in a second, not after every compile.
-        listener = bind(args.listen)
-    except OSError as err:
-        print(f"bcc_exporter: cannot listen on {args.listen}: {err.strerror}", file=sys.stderr)
-        return 1
-    # Every program holds fds, and so does every open connection: systemd's soft default of
-    # 1024 would be reached by ~1000 clients connecting within the 5 s a request head may
-    # take (exporter.server.REQUEST_HEAD_SECONDS).
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    ensure_mounted()
-    # Held for the daemon's life: the kernel counts programs' run time only while it is open.
-    stats_fd = _enable_stats() if args.bpf_stats else None
-    spawner = None
-    if args.privilege_separation:
         try:
-            # Last step with privileges: from here on this process holds fds and serves.
-            spawner = privsep.separate(worker.python, worker.timeout, args.capabilities_keep)
-        except privsep.PrivsepError as err:
-            print(
-                f"bcc_exporter: {err} (--no-privilege-separation to run without)", file=sys.stderr
-            )
+            seconds = parse_duration(args.duration)
+        except ValueError as err:
+            print(f"bcc_exporter: --duration: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+    listener = None
+    if args.command == "serve" and not args.config_check:
+        try:
+            # Bound before loading, so a taken port fails in a second, not after every compile.
+            listener = bind(args.listen)
+        except OSError as err:
+            print(f"bcc_exporter: cannot listen on {args.listen}: {err.strerror}", file=sys.stderr)
             return 1
-    exporter = ExporterCollector()
-    # The spawner has Worker.run's contract: it runs the same worker, from the privileged side.
-    runner = cast(loader.Worker, spawner) if spawner is not None else worker
-    supervisor = Supervisor(
-        runner, exporter, lambda: select(args), args.max_series, args.loader_jobs
-    )
-    supervisor.start(specs)
-    memory.release()  # what loading freed
-    # A reload compiles in workers for seconds: never in the signal handler's frame.
-    signal.signal(
-        signal.SIGHUP, lambda *_: threading.Thread(target=supervisor.reload, name="reload").start()
-    )
     try:
-        lifecycle = supervisor.reload if args.enable_lifecycle else None
-        serve(exporter, listener, args.telemetry_path, web, lifecycle)
-    finally:
-        supervisor.close()
-        if spawner is not None:
-            spawner.close()
-        if stats_fd is not None:
-            os.close(stats_fd)
-    log.info("stopped; every program detached")
-    return 0
-
-
-def select(args: argparse.Namespace) -> list[config.ProgramSpec]:
-    names = [n for n in (args.config_names or "").split(",") if n] or None
-    if args.command == "serve" or args.config_dir or names or args.config_files:
-        specs = config.select(args.config_dir, names, args.config_files)
-    else:
-        # list and snapshot look at every built-in program, the ones off by default included.
-        specs = config.load(config.config_paths(None, None, []))
-    if not args.allow_insecure_permissions:
-        config.check_permissions(specs)
-    return specs
-
-
-def snapshot(
-    args: argparse.Namespace, specs: list[config.ProgramSpec], worker: loader.Worker
-) -> int:
-    """Attach one program, wait, print what it saw the way bcc-tools do, detach."""
-    chosen = [s for s in specs if s.name == args.program]
-    if not chosen:
-        known = ", ".join(s.name for s in specs)
-        print(f"bcc_exporter: no program {args.program!r} (known: {known})", file=sys.stderr)
+        running = daemon.start(options, check_headers=listener is not None)
+    except ConfigError as err:
+        print(f"bcc_exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        seconds = parse_duration(args.duration)
-    except ValueError as err:
-        print(f"bcc_exporter: --duration: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    ensure_mounted()
-    collectors, failed, _ = start_all(chosen, worker, jobs=args.loader_jobs)
-    if failed:
-        print(f"bcc_exporter: {failed[0]}", file=sys.stderr)
+    except (PrivsepError, drop.DropError) as err:
+        print(f"bcc_exporter: {err} (--no-privilege-separation to run without)", file=sys.stderr)
         return 1
-    [collector] = collectors
     try:
-        before = samples(collector.collect())
-        log.info('snapshot: watching program "%s" for %g s', collector.program.name, seconds)
-        time.sleep(seconds)
-        print(render(list(collector.collect()), before), end="")
+        if args.command == "snapshot":
+            return snapshot(running, seconds)
+        if args.config_check:
+            return report_check(running.supervisor)
+        assert listener is not None
+        signals.serving(running.supervisor.reload)
+        lifecycle = running.supervisor.reload if args.enable_lifecycle else None
+        serve(running.exporter, listener, args.telemetry_path, web, lifecycle)
+        log.info("stopped; every program detached")
+        return 0
     finally:
-        collector.close()
+        running.close()
+
+
+def start_options(args: argparse.Namespace, compile: bool = True) -> daemon.StartOptions:
+    names = tuple(n for n in (args.config_names or "").split(",") if n)
+    identity = None
+    if args.privilege_separation:
+        identity = drop.Identity.lookup(args.user, args.group)
+    return daemon.StartOptions(
+        spawner=daemon.spawner_options(
+            python=args.loader_python,
+            timeout=args.loader_timeout,
+            jobs=args.loader_jobs,
+            compile=compile and args.command != "list",
+            config_dir=str(args.config_dir) if args.config_dir else None,
+            names=names,
+            files=tuple(str(f) for f in args.config_files),
+            # list and snapshot look at every built-in program, the ones off by default too.
+            every_builtin=args.command != "serve",
+            only=args.program if args.command == "snapshot" else None,
+            insecure=args.allow_insecure_permissions,
+        ),
+        identity=identity,
+        keep=args.capabilities_keep,
+        bpf_stats=args.bpf_stats,
+        max_series=args.max_series,
+    )
+
+
+def list_programs(options: daemon.StartOptions) -> int:
+    """The config as the spawner reads it, without compiling, and what this kernel has."""
+    spawner = Spawner.start(options.spawner)
+    try:
+        specs = loader.load(spawner).specs
+    except ConfigError as err:
+        print(f"bcc_exporter: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        spawner.close()
+    print(listing.describe(specs), end="")
     return 0
 
 
-def _enable_stats() -> int | None:
-    try:
-        return enable_stats()
-    except BPFError as err:
-        log.warning(
-            "--bpf.stats: BPF run-time stats unavailable (%s): run_count/run_seconds stay 0", err
-        )
-        return None
+def snapshot(running: daemon.Daemon, seconds: float) -> int:
+    """Watch one program, print what it saw the way bcc-tools do."""
+    supervisor = running.supervisor
+    if supervisor.failed:
+        [(_, error)] = supervisor.failed.values()
+        print(f"bcc_exporter: {error}", file=sys.stderr)
+        return 1
+    [collector] = supervisor.running.values()
+    before = samples(collector.collect())
+    log.info('snapshot: watching program "%s" for %g s', collector.program.name, seconds)
+    time.sleep(seconds)
+    print(render(list(collector.collect()), before), end="")
+    return 0
 
 
-def report_check(collectors: list[ProgramCollector], failed: list[LoadError]) -> int:
-    for c in collectors:
-        print(f"OK   {c.program.name}")
-    close_all(collectors)
-    for err in failed:
+def report_check(supervisor: Supervisor) -> int:
+    for name in supervisor.running:
+        print(f"OK   {name}")
+    for _, err in supervisor.failed.values():
         print(f"FAIL {err.program}: {err.reason}")
-    return 1 if failed else 0
+    return 1 if supervisor.failed else 0
 
 
 def bind(address: str) -> socket.socket:

@@ -17,6 +17,7 @@ running kernel's BTF is made at every start.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -123,6 +124,14 @@ class HeaderCheck:
     @property
     def matched(self) -> bool:
         return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeaderCheck:
+        mismatches = tuple(Mismatch(*m) for m in data["mismatches"])
+        return cls(**{**data, "mismatches": mismatches})
 
     def warning(self) -> str:
         """One line for the log naming every differing field, for when not matched."""
@@ -365,3 +374,14 @@ def check_headers(
 ) -> HeaderCheck:
     """Both sides in one process: for the worker and for tests, since it loads bcc."""
     return compare(BTF.load(btf_path), header_offsets(fields), headers_source(modules_dir))
+
+
+def check_cached() -> HeaderCheck:
+    """Worker side: the check, with the header offsets from the cache when these headers were
+    checked before (they cost a 2 s compile), and cached for the next start otherwise."""
+    source = headers_source()
+    offsets = cached_offsets(source)
+    if offsets is None:
+        offsets = header_offsets()
+        cache_offsets(source, offsets)
+    return compare(BTF.load(), offsets, source)

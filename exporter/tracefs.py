@@ -5,11 +5,20 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 TRACEFS = Path("/sys/kernel/tracing")
+
+# Event id -> probe of every tracepoint our programs attached, as the compile workers read
+# them: the server, without privileges, cannot read tracefs (mode 0700 root) itself.
+ATTACHED_EVENTS: dict[bytes, bytes] = {}
+
+
+def remember_events(ids: Mapping[str, str]) -> None:
+    ATTACHED_EVENTS.update({k.encode(): v.encode() for k, v in ids.items()})
 
 
 def ensure_mounted(path: Path = TRACEFS) -> bool:

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from .config import _read_yaml, format_validation_error
+from .config import format_validation_error, read_yaml
 from .errors import ConfigError
 
 TLS_VERSIONS = {
@@ -207,7 +207,7 @@ def load(path: Path | None) -> WebConfig | None:
     error at start (exit 2), not a failed handshake later."""
     if path is None:
         return None
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     try:
         parsed = WebConfigFile.model_validate({} if raw is None else raw)
     except ValidationError as err:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +12,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LoadError
+from ..privsep import selection
+from ..workers.messages import (
+    CompileSettings,
+    ProbeBinding,
+    ProgramConfig,
+    ProgramDescription,
+    program_digest,
+)
 from . import v1
 from .models import ConfigFile, Program
 
@@ -23,97 +29,136 @@ BUILTIN_DIR = Path(__file__).resolve().parents[2] / "config"
 
 @dataclass(frozen=True)
 class ProgramSpec:
+    """A program as the server runs it: its validated config, code, file and digest."""
+
     program: Program
     code: str
     origin: Path
+    digest: str
 
     @property
     def name(self) -> str:
         return self.program.name
 
-    @property
-    def digest(self) -> str:
-        """Identity of the definition: equal digests mean a reload may keep the loaded program."""
-        # self.code is the text either way: inline code and a source file holding it digest alike.
-        blob = self.program.model_dump_json(exclude={"source", "code"}) + "\0" + self.code
-        return hashlib.sha256(blob.encode()).hexdigest()
+    @classmethod
+    def of(cls, program: Program, code: str, origin: Path) -> ProgramSpec:
+        return cls(program, code, origin, program_digest(_model(program), code))
+
+    @classmethod
+    def described(cls, d: ProgramDescription) -> ProgramSpec:
+        """The program the privileged spawner read and validated (trusted as it is)."""
+        return cls(Program.model_validate(d.model), d.code, Path(d.origin), d.digest)
+
+
+def _model(program: Program) -> dict[str, Any]:
+    return program.model_dump(mode="json")
 
 
 def select(
     config_dir: Path | None, names: Sequence[str] | None, files: Sequence[Path]
 ) -> list[ProgramSpec]:
-    """The programs --config.dir/--config.names/--config.file name. With none of them: the
-    built-in default set, every built-in program not marked `default: false`."""
-    specs = load(config_paths(config_dir, names, files))
-    if config_dir is None and not names and not files:
+    """The programs --config.dir/--config.names/--config.file name, as the spawner selects
+    them (without its permission checks): for tests and tools that read configs."""
+    paths = selection.config_paths(
+        str(config_dir) if config_dir else None,
+        names or (),
+        [str(f) for f in files],
+        str(BUILTIN_DIR),
+    )
+    specs = load(map(Path, paths))
+    if selection.default_only(config_dir is not None, bool(names), bool(files)):
         specs = [spec for spec in specs if spec.program.default]
     return specs
 
 
-def check_permissions(specs: Iterable[ProgramSpec]) -> None:
-    """Config files and program sources are code for the kernel: refuse the ones another user
-    could have changed (group- or world-writable, or owned by someone but root or us)."""
-    for spec in specs:
-        files = [spec.origin]
-        if spec.program.source is not None:
-            files.append((spec.origin.parent / spec.program.source).resolve())
-        for path in files:
-            problem = _untrusted(path)
-            if problem:
-                raise ConfigError(
-                    f'{path}: program "{spec.name}": {problem}; fix it (chmod go-w / chown) or '
-                    "pass --config.allow-insecure-permissions"
-                )
-
-
-def _untrusted(path: Path) -> str | None:
-    info = path.stat()
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"writable by {'group' if info.st_mode & stat.S_IWGRP else 'others'}"
-    if info.st_uid not in (0, os.geteuid()):
-        return f"owned by uid {info.st_uid}, neither root nor this daemon's user"
-    return None
-
-
-def config_paths(
-    config_dir: Path | None, names: Sequence[str] | None, files: Sequence[Path]
-) -> list[Path]:
-    """Resolve --config.dir/--config.names/--config.file into files, in the order given."""
-    paths = list(files)
-    if config_dir is not None or names or not files:
-        directory = config_dir or BUILTIN_DIR
-        for name in names or _all_names(directory):
-            paths.append(directory / f"{name}.yaml")
-    return paths
-
-
-def _all_names(directory: Path) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yaml"))
-
-
 def load(paths: Iterable[Path]) -> list[ProgramSpec]:
-    specs: list[ProgramSpec] = []
-    seen: dict[str, Path] = {}
-    for path in paths:
-        for spec in load_file(path):
-            if spec.name in seen:
-                raise ConfigError(
-                    f'{path}: program "{spec.name}": name: already defined in {seen[spec.name]}'
-                )
-            seen[spec.name] = path
-            specs.append(spec)
-    return specs
+    """Config files and their programs' sources, read as they are (tests and tools; the daemon
+    reads them through the spawner, which checks who could have written them)."""
+    texts = ((path, _read(path)) for path in paths)
+    return [ProgramSpec.of(p, _code(path, p), path) for path, p in parse_all(texts)]
 
 
 def load_file(path: Path) -> list[ProgramSpec]:
-    raw = _read_yaml(path)
+    return load([path])
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config: {_reason(err)}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file (the web config) as data; ConfigError naming the file and line."""
+    return _parse_yaml(path, _read(path))
+
+
+def parse_all(texts: Iterable[tuple[Path, str]]) -> list[tuple[Path, Program]]:
+    """The programs of config files' text, each name defined once."""
+    found: list[tuple[Path, Program]] = []
+    seen: dict[str, Path] = {}
+    for path, text in texts:
+        for program in parse(path, text):
+            if program.name in seen:
+                raise ConfigError(
+                    f'{path}: program "{program.name}": name: already defined in '
+                    f"{seen[program.name]}"
+                )
+            seen[program.name] = path
+            found.append((path, program))
+    return found
+
+
+def parse(path: Path, text: str) -> list[Program]:
+    """The programs of one config file's text (native or ebpf_exporter v1), validated by the
+    model and, for each metric, its label layout and decoder chain; ConfigError otherwise."""
+    raw = _parse_yaml(path, text)
     if v1.is_v1(raw):
         raw = _from_v1(path, raw)
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(path, raw, err)) from None
-    return [ProgramSpec(p, _code(path, p), path) for p in parsed.programs]
+    for program in parsed.programs:
+        _check_layouts(path, program)
+    return parsed.programs
+
+
+def _check_layouts(path: Path, program: Program) -> None:
+    from ..metrics.labels import layout  # the decoders: only for a config being read
+
+    for kind in ("counters", "gauges", "histograms"):
+        for index, metric in enumerate(getattr(program.metrics, kind)):
+            try:
+                layout(program.name, f"metrics.{kind}[{index}]", metric)
+            except LoadError as err:
+                raise ConfigError(f"{path}: {err}") from None
+
+
+def program_config(path: Path, program: Program) -> ProgramConfig:
+    """What the spawner needs of a validated program: its compile settings, and its source
+    file's absolute path (relative to the config file, as Prometheus resolves rule_files)."""
+    source = None
+    if program.source is not None:
+        source = os.path.normpath(os.path.join(os.path.dirname(path), program.source))
+    return ProgramConfig(
+        name=program.name,
+        origin=str(path),
+        default=program.default,
+        model=_model(program),
+        code=program.code,
+        source=source,
+        settings=CompileSettings(
+            cflags=tuple(program.cflags),
+            probes=tuple(
+                ProbeBinding(p.function, tuple(str(a) for a in p.attach)) for p in program.probes
+            ),
+            perf_maps=tuple(sorted({c.perf_map for c in program.metrics.counters if c.perf_map})),
+            kaddrs=tuple(program.kaddrs),
+            reads_kernel_structs=program.reads_kernel_structs or "",
+        ),
+    )
 
 
 def _from_v1(path: Path, raw: Any) -> dict[str, Any]:
@@ -131,11 +176,7 @@ def _from_v1(path: Path, raw: Any) -> dict[str, Any]:
     return {"programs": programs}
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read config: {_reason(err)}") from None
+def _parse_yaml(path: Path, text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:

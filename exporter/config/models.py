@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..workers.messages import CFLAG, CFLAG_RULE
 from .probes import Probe, parse_probe
 
 NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -187,6 +188,16 @@ class Program(Strict):
     )
     probes: list[ProbeBinding] = []
     metrics: Metrics = Metrics()
+
+    @field_validator("cflags")
+    @classmethod
+    def _allowed_cflags(cls, cflags: list[str]) -> list[str]:
+        # Checked when the file is read, so that --config.check refuses what the privileged
+        # side would refuse to compile (it checks every job again).
+        for flag in cflags:
+            if not CFLAG.fullmatch(flag):
+                raise ValueError(f"{flag!r} is not allowed ({CFLAG_RULE})")
+        return cflags
 
     @model_validator(mode="after")
     def _code_or_source(self) -> Program:

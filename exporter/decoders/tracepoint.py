@@ -2,7 +2,8 @@
 
 A function attached to a wildcard (`tracepoint:syscalls:sys_enter_open*`) tells the probes
 apart by `bpf_get_attach_cookie(ctx)`: the loader links each tracepoint with its event id, as
-tracefs shows it in events/<category>/<name>/id. The ids are read on first use and again on a
+tracefs shows it in events/<category>/<name>/id (or, to a server without privileges, as the
+compile worker that attached it read it there). The ids are read on first use and again on a
 miss (a module loaded since), at most every MIN_REFRESH_SECONDS (see _refresh.py).
 """
 
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..tracefs import TRACEFS
+from ..tracefs import ATTACHED_EVENTS, TRACEFS
 from ._base import TEXT_INPUT, DecoderError, Unresolved
 from ._refresh import Snapshot
 
@@ -34,7 +35,9 @@ class Tracepoint:
         return b"unknown:" + data
 
     def _read_ids(self) -> dict[bytes, bytes]:
-        names = {}
+        # What tracefs says when this process may read it (root, or no privilege separation),
+        # else what the compile workers said of the tracepoints they attached.
+        names = dict(ATTACHED_EVENTS)
         for id_file in self.root.glob("events/*/*/id"):
             event = id_file.parent
             names[id_file.read_bytes().strip()] = (

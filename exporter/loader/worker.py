@@ -1,16 +1,18 @@
 """The throwaway compile worker: the only code that imports bcc.
 
-Run as `python -m exporter.loader FD`: reads a list of jobs (JSON) on stdin and runs them one
-after another, so that Python and bcc start once for several programs. For each job it sends
-`{"compiling": index}` with the fd of a fresh file that is its stderr while that job runs (so
-a crash's last words stay with the job that caused them), then the job's message with every fd
-that keeps the program alive, over the socket FD. It leaves with os._exit so that BCC's atexit
-hooks cannot detach anything (they also keep every BPF object alive until then: dropping one
-would not detach, but bcc's cleanup would).
+Run as `python -I -m exporter.loader FD` by the spawner: reads a list of jobs
+(exporter.workers.messages, as JSON) on stdin and runs them one after another, so that Python
+and bcc start once for several programs. For each job it sends `{"compiling": index}` with the
+fd of a fresh file that is its stderr while that job runs (so a crash's last words stay with
+the job that caused them), then the job's message with every fd that keeps the program alive,
+over the socket FD. It leaves with os._exit so that BCC's atexit hooks cannot detach anything
+(they also keep every BPF object alive until then: dropping one would not detach, but bcc's
+cleanup would).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -20,13 +22,18 @@ import socket
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from .. import capabilities
+from .. import capabilities, headers, kallsyms
 from ..bpf.perf import link_perf_event, output_event, tracepoint_event
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
-from . import availability, elf, handoff
+from ..tracefs import TRACEFS
+from ..workers import wire
+from ..workers.messages import CompileJob, HeaderJob, Job, decode_job
+from . import availability, elf
 from .availability import ProbeUnavailable
+from .prelude import with_prelude
 from .targets import Target
 
 PERF_TYPE_HARDWARE = 0
@@ -41,9 +48,19 @@ class AttachFailed(Exception):
     """A probe this kernel has could not be attached (unlike ProbeUnavailable)."""
 
 
+class Refused(Exception):
+    """The program must not run here (it reads structs the headers misdescribe, its kaddrs
+    cannot be resolved)."""
+
+
 # How the daemon tells failures apart: "unavailable" is a kernel without the probe, which the
 # default config expects on some nodes; the others are errors.
-STAGES = {CompileFailed: "compile", ProbeUnavailable: "unavailable", AttachFailed: "attach"}
+STAGES = {
+    CompileFailed: "compile",
+    ProbeUnavailable: "unavailable",
+    AttachFailed: "attach",
+    Refused: "refused",
+}
 
 
 def main() -> None:
@@ -54,18 +71,19 @@ def main() -> None:
     if os.getppid() != parent:  # that process died before the line above
         os._exit(1)
     sock = socket.socket(fileno=int(sys.argv[1]))
-    for index, job in enumerate(json.load(sys.stdin)):
+    jobs = [decode_job(job) for job in json.load(sys.stdin)]
+    for index, job in enumerate(jobs):
         with tempfile.TemporaryFile() as stderr:
             os.dup2(stderr.fileno(), 2)
-            handoff.send(sock, {"compiling": index}, [stderr.fileno()])
+            wire.send(sock, {"compiling": index}, [stderr.fileno()])
         meta, fds = run_safely(job)
-        sys.stderr.flush()  # all it said on this job in its file before the daemon reads it
-        handoff.send(sock, meta, fds)
+        sys.stderr.flush()  # all it said on this job in its file before the spawner reads it
+        wire.send(sock, meta, fds)
     sys.stdout.flush()
     os._exit(0)
 
 
-def run_safely(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+def run_safely(job: Job) -> tuple[dict[str, Any], list[int]]:
     try:
         return run(job)
     except Exception as err:  # noqa: BLE001 - bcc raises bare Exception; the daemon gets its text
@@ -73,25 +91,45 @@ def run_safely(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         return {"ok": False, "stage": stage, "error": str(err) or type(err).__name__}, []
 
 
-def run(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-    if "header_fields" in job:
-        from ..headers import header_offsets
-
+def run(job: Job) -> tuple[dict[str, Any], list[int]]:
+    if isinstance(job, HeaderJob):
         # Only programs that read kernel structs wait for this check (no built-in one does):
         # it must not slow the compiles the others wait for.
         os.nice(19)
-        return {"ok": True, "offsets": header_offsets(job["header_fields"])}, []
+        return {"ok": True, "headers": headers.check_cached().to_json()}, []
+    if job.settings.reads_kernel_structs:
+        check = headers.check_cached()
+        if not check.matched:
+            raise Refused(
+                f"refused: it reads kernel structs ({job.settings.reads_kernel_structs}) and "
+                "the kernel headers do not lay them out as this kernel does "
+                "(bcc_exporter_kernel_headers_match 0)"
+            )
     return load_program(job)
 
 
-def load_program(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+def kaddr_cflags(kaddrs: tuple[str, ...], path: Path = kallsyms.KALLSYMS) -> list[str]:
+    """`-Dkaddr_<symbol>=<address>` for each of the program's kaddrs, as ebpf_exporter v1 did."""
+    if not kaddrs:
+        return []
+    found = kallsyms.addresses(kaddrs, path)
+    missing = [name for name in kaddrs if name not in found]
+    if missing:
+        raise Refused(f"kaddrs: not in {path}: {', '.join(missing)}")
+    if not any(found.values()):
+        raise Refused(f"kaddrs: {path} shows every address as 0 (needs CAP_SYSLOG)")
+    return [f"-Dkaddr_{name}=0x{found[name]:x}ULL" for name in kaddrs]
+
+
+def load_program(job: CompileJob) -> tuple[dict[str, Any], list[int]]:
     from bcc import BPF
 
-    bindings = [(b["function"], [parse_probe(p) for p in b["attach"]]) for b in job["probes"]]
+    bindings = [(b.function, [parse_probe(p) for p in b.attach]) for b in job.settings.probes]
+    cflags = [*job.settings.cflags, *kaddr_cflags(job.settings.kaddrs)]
     started = time.monotonic()
     usdt_contexts, usdt_done = _prepare_usdt(bindings)
     try:
-        bpf = BPF(text=job["code"], cflags=job["cflags"], usdt_contexts=usdt_contexts)
+        bpf = BPF(text=with_prelude(job.code), cflags=cflags, usdt_contexts=usdt_contexts)
     except Exception as err:
         raise CompileFailed(str(err)) from None
     compiled = time.monotonic()
@@ -103,7 +141,9 @@ def load_program(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         attachments.extend(_attach_first(attacher, function, alternatives))
     attached = time.monotonic()
     meta, fds = _describe(bpf, attachments, compiled - started, attached - compiled)
-    rings, ring_fds = _perf_rings(bpf, job["perf_maps"], first_fd=len(fds) + len(attacher.held))
+    rings, ring_fds = _perf_rings(
+        bpf, list(job.settings.perf_maps), first_fd=len(fds) + len(attacher.held)
+    )
     return {**meta, "perf_rings": rings}, fds + attacher.held + ring_fds
 
 
@@ -338,9 +378,23 @@ def _describe(
         "attachments": attachments,
         "compile_seconds": compile_s,
         "attach_seconds": attach_s,
+        "tracepoint_ids": _tracepoint_ids(attachments),
         "headers": os.path.realpath(f"/lib/modules/{os.uname().release}/build"),
     }
     return meta, fds
+
+
+def _tracepoint_ids(attachments: list[dict[str, Any]]) -> dict[str, str]:
+    """Event id -> probe of each tracepoint attached: the tracepoint decoder's table, which the
+    server cannot read itself (tracefs is root's)."""
+    ids = {}
+    for a in attachments:
+        kind, _, event = a["probe"].partition(":")
+        if kind == "tracepoint":
+            id_file = TRACEFS / "events" / event.replace(":", "/") / "id"
+            with contextlib.suppress(OSError):
+                ids[id_file.read_text().strip()] = a["probe"]
+    return ids
 
 
 def _attachment_fds(bpf: Any) -> list[int]:

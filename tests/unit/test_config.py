@@ -9,15 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import (
-    BUILTIN_DIR,
-    ProgramSpec,
-    check_permissions,
-    config_paths,
-    load,
-    load_file,
-    select,
-)
+from exporter.config import BUILTIN_DIR, ProgramSpec, load, load_file, select
+from exporter.privsep import selection
 from exporter.config.probes import Probe
 from exporter.errors import ConfigError
 
@@ -430,6 +423,13 @@ def test_every_problem_is_one_line_naming_the_file(tmp_path: Path) -> None:
 # --- config_paths -----------------------------------------------------------------------------
 
 
+def config_paths(directory: Path | None, names: list[str] | None, files: list[Path]) -> list[Path]:
+    found = selection.config_paths(
+        str(directory) if directory else None, names or (), [str(f) for f in files], str(BUILTIN_DIR)
+    )
+    return [Path(f) for f in found]
+
+
 def test_paths_without_flags_are_every_builtin_config() -> None:
     assert config_paths(None, None, []) == sorted(BUILTIN_DIR.glob("*.yaml"))
 
@@ -523,31 +523,3 @@ def test_digest_follows_the_source_file_contents(tmp_path: Path) -> None:
     assert spec_of(tmp_path, program(code=None, source="bio.bpf.c")).digest != before
 
 
-# --- permissions -------------------------------------------------------------------------------
-
-
-def test_group_or_world_writable_config_or_source_is_refused(tmp_path: Path) -> None:
-
-    source = tmp_path / "prog.bpf.c"
-    source.write_text("int x;")
-    path = tmp_path / "p.yaml"
-    path.write_text("programs: [{name: p, source: prog.bpf.c}]")
-    for target, mode, who in ((path, 0o664, "group"), (source, 0o646, "others")):
-        target.chmod(mode)
-        with pytest.raises(ConfigError) as err:
-            check_permissions(load_file(path))
-        assert str(err.value) == (
-            f'{target}: program "p": writable by {who}; fix it (chmod go-w / chown) or '
-            "pass --config.allow-insecure-permissions"
-        )
-        target.chmod(0o644)
-    check_permissions(load_file(path))  # 0644, ours: fine
-
-
-def test_a_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
-
-    path = tmp_path / "p.yaml"
-    path.write_text("programs: [{name: p, code: 'int x;'}]")
-    os.chown(path, 4242, -1)
-    with pytest.raises(ConfigError, match="owned by uid 4242, neither root nor this daemon's user"):
-        check_permissions(load_file(path))

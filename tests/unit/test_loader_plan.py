@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from exporter.config import select
-from exporter.loader import compile_job, cost, plan
+from exporter.workers.messages import CompileJob, CompileSettings
+from exporter.workers.plan import cost, plan
+
+NO_SETTINGS = CompileSettings((), (), (), (), "")
+
+
+def job(code: str) -> CompileJob:
+    return CompileJob("p", code, NO_SETTINGS)
 
 
 def test_longest_first_each_to_the_least_loaded_worker():
@@ -12,10 +19,10 @@ def test_longest_first_each_to_the_least_loaded_worker():
 
 
 def test_a_kernel_header_weighs_more_than_source_but_not_an_architecture_one():
-    plain = cost({"code": "int x;\n" * 100})
-    assert cost({"code": "#include <linux/sched.h>\nint x;"}) > plain
-    assert cost({"code": '  # include "net/sock.h"\nint x;'}) > plain
-    assert cost({"code": "#include <asm/unistd.h>\nint x;"}) < plain
+    plain = cost(job("int x;\n" * 100))
+    assert cost(job("#include <linux/sched.h>\nint x;")) > plain
+    assert cost(job('  # include "net/sock.h"\nint x;')) > plain
+    assert cost(job("#include <asm/unistd.h>\nint x;")) < plain
 
 
 def test_no_more_workers_than_jobs_and_none_for_none():
@@ -29,7 +36,7 @@ def test_one_worker_takes_everything_longest_first():
 
 def test_the_default_programs_are_shared_evenly_costliest_first():
     specs = select(None, None, [])
-    costs = [cost(compile_job(spec)) for spec in specs]
+    costs = [cost(job(spec.code)) for spec in specs]
     shares = plan(costs, 2)
     assert sorted(i for share in shares for i in share) == list(range(len(specs)))
     assert costs[shares[0][0]] == max(costs)

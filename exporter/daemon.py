@@ -1,0 +1,185 @@
+"""The one start-up sequence of every command that starts programs (serve, --config.check,
+snapshot) and of `list`, which only reads the config: so they give the same verdict on the
+same config.
+
+1. Signals first: SIGHUP during start-up is queued (it reloads once started), SIGTERM and
+   SIGINT stop the start-up cleanly.
+2. While privileged: tracefs mounted, the fallback headers chosen (workers inherit it), the
+   fd limit raised, BPF stats enabled (--bpf.stats), the spawner started with the command's
+   selection (exporter.privsep), /proc/kallsyms opened.
+3. The drop (exporter.privsep.drop): from here this process is an unprivileged user.
+4. The programs, through the spawner (Supervisor.start); what the spawner holds for a
+   reload is the config on disk, never anything this process says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from . import capabilities, config, headers, kallsyms, memory
+from .bpf.syscall import BPFError, enable_stats
+from .metrics.self_metrics import ExporterCollector
+from .privsep import drop, selection
+from .privsep.client import Spawner
+from .privsep.spawner import Options
+from .supervisor import Supervisor
+from .tracefs import ensure_mounted
+
+log = logging.getLogger("bcc_exporter")
+
+
+class Stop(BaseException):
+    """SIGTERM or SIGINT during start-up: unwind, detach what is attached, exit 0."""
+
+
+class Signals:
+    """Installed on main()'s first line, before anything can take long."""
+
+    def __init__(self) -> None:
+        self._reload: Callable[[], object] | None = None
+        self._pending = False
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # main() called from a thread (tests): signals stay as they are
+        signal.signal(signal.SIGHUP, self._hup)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _hup(self, signum: int, frame: FrameType | None) -> None:
+        with self._lock:
+            if self._reload is None:
+                self._pending = True
+                return
+        self._run_reload()
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    def serving(self, reload: Callable[[], object]) -> None:
+        """Reloads run from now on; one asked for during start-up runs now."""
+        with self._lock:
+            self._reload, pending, self._pending = reload, self._pending, False
+        if pending:
+            log.info("reloading: SIGHUP during start-up")
+            self._run_reload()
+
+    def _run_reload(self) -> None:
+        # A reload compiles in workers for seconds: never in the signal handler's frame.
+        assert self._reload is not None
+        threading.Thread(target=self._reload, name="reload").start()
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    spawner: Options
+    identity: drop.Identity | None  # None: keep this process's privileges
+    keep: frozenset[int]  # --capabilities.keep
+    bpf_stats: bool
+    max_series: int
+
+
+def spawner_options(
+    *,
+    python: str,
+    timeout: float,
+    jobs: int | None,
+    compile: bool,
+    config_dir: str | None,
+    names: tuple[str, ...],
+    files: tuple[str, ...],
+    every_builtin: bool,
+    only: str | None,
+    insecure: bool,
+) -> Options:
+    """Paths are made absolute here, before anything changes directory."""
+    settings = selection.Settings(
+        builtin_dir=str(config.BUILTIN_DIR),
+        config_dir=os.path.abspath(config_dir) if config_dir else None,
+        names=names,
+        files=tuple(os.path.abspath(f) for f in files),
+        every_builtin=every_builtin,
+        only=only,
+        insecure=insecure,
+    )
+    return Options(python, timeout, jobs or os.cpu_count() or 1, compile, settings)
+
+
+class Daemon:
+    """The programs, the spawner that compiles them, and what they hold, from start to close."""
+
+    def __init__(self, spawner: Spawner, supervisor: Supervisor, stats_fd: int | None) -> None:
+        self.spawner = spawner
+        self.supervisor = supervisor
+        self.stats_fd = stats_fd
+
+    @property
+    def exporter(self) -> ExporterCollector:
+        return self.supervisor.exporter
+
+    def close(self) -> None:
+        self.supervisor.close()
+        self.spawner.close()
+        if self.stats_fd is not None:
+            os.close(self.stats_fd)
+
+
+def start(options: StartOptions, check_headers: bool = True) -> Daemon:
+    """Start the spawner, drop this process's privileges, start the programs. Raises
+    ConfigError (the config cannot be used), PrivsepError or DropError."""
+    headers.use_fallback()  # before the spawner starts: its workers inherit the choice
+    memory.keep_mmap_threshold()
+    ensure_mounted()
+    # Every program holds fds, and so does every open connection: systemd's soft default of
+    # 1024 would be reached by ~1000 clients connecting within the 5 s a request head may
+    # take (exporter.server.REQUEST_HEAD_SECONDS).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Held for the daemon's life: the kernel counts programs' run time only while it is open.
+    stats_fd = _enable_stats() if options.bpf_stats else None
+    spawner = Spawner.start(options.spawner)
+    try:
+        # Whether a reader of /proc/kallsyms sees addresses is decided at open(2).
+        kallsyms.hold()
+        if options.identity is not None:
+            kept = drop.drop(options.identity, options.keep)
+            log.info(
+                "privilege separation: programs are compiled by the spawner (pid %d); this "
+                "process runs as %s (uid %d, gid %d) and keeps %s",
+                spawner.pid,
+                options.identity.name if os.getuid() == options.identity.uid else "its user",
+                os.getuid(),
+                os.getgid(),
+                ", ".join(capabilities.names(kept)) or "no capabilities",
+            )
+        spawner.watch()
+        supervisor = Supervisor(spawner, ExporterCollector(), options.max_series)
+        daemon = Daemon(spawner, supervisor, stats_fd)
+        try:
+            supervisor.start(check_headers)
+        except BaseException:
+            daemon.close()
+            raise
+    except BaseException:
+        spawner.close()
+        raise
+    memory.release()  # what loading freed
+    return daemon
+
+
+def _enable_stats() -> int | None:
+    try:
+        return enable_stats()
+    except BPFError as err:
+        log.warning(
+            "--bpf.stats: BPF run-time stats unavailable (%s): run_count/run_seconds stay 0", err
+        )
+        return None
