@@ -19,6 +19,7 @@ from .metrics.self_metrics import ExporterCollector
 from .privsep import drop
 from .privsep.client import PrivsepError, Spawner
 from .server import App
+from .signals import Signals
 from .snapshot import parse_duration, render, samples
 from .supervisor import Supervisor
 
@@ -204,17 +205,14 @@ def setup_logging(level: str) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    signals = daemon.Signals()
-    signals.install()  # first: a SIGHUP during start-up must not kill the daemon
-    try:
-        return _main(argv, signals)
-    except daemon.Stop as stop:
-        log.info("stopped by %s during start-up; every program detached", stop)
-        return 0
+def main(argv: list[str] | None = None, signals: Signals | None = None) -> int:
+    if signals is None:  # not started through exporter.launch (tests)
+        signals = Signals()
+        signals.install()
+    return _main(argv, signals)
 
 
-def _main(argv: list[str] | None, signals: daemon.Signals) -> int:
+def _main(argv: list[str] | None, signals: Signals) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:

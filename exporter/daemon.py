@@ -2,8 +2,8 @@
 snapshot) and of `list`, which only reads the config: so they give the same verdict on the
 same config.
 
-1. Signals first: SIGHUP during start-up is queued (it reloads once started), SIGTERM and
-   SIGINT stop the start-up cleanly.
+1. Signals first (exporter.signals, before the heavy imports): SIGHUP during start-up is
+   queued (it reloads once started), SIGTERM and SIGINT stop the start-up cleanly.
 2. While privileged: tracefs mounted, the fallback headers chosen (workers inherit it), the
    fd limit raised, BPF stats enabled (--bpf.stats), the spawner started with the command's
    selection (exporter.privsep), /proc/kallsyms opened.
@@ -17,11 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import signal
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 
 from . import capabilities, config, headers, kallsyms, memory
 from .bpf.syscall import BPFError, enable_stats
@@ -33,49 +29,6 @@ from .supervisor import Supervisor
 from .tracefs import ensure_mounted
 
 log = logging.getLogger("bcc_exporter")
-
-
-class Stop(BaseException):
-    """SIGTERM or SIGINT during start-up: unwind, detach what is attached, exit 0."""
-
-
-class Signals:
-    """Installed on main()'s first line, before anything can take long."""
-
-    def __init__(self) -> None:
-        self._reload: Callable[[], object] | None = None
-        self._pending = False
-        self._lock = threading.Lock()
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # main() called from a thread (tests): signals stay as they are
-        signal.signal(signal.SIGHUP, self._hup)
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-
-    def _hup(self, signum: int, frame: FrameType | None) -> None:
-        with self._lock:
-            if self._reload is None:
-                self._pending = True
-                return
-        self._run_reload()
-
-    def _stop(self, signum: int, frame: FrameType | None) -> None:
-        raise Stop(signal.Signals(signum).name)
-
-    def serving(self, reload: Callable[[], object]) -> None:
-        """Reloads run from now on; one asked for during start-up runs now."""
-        with self._lock:
-            self._reload, pending, self._pending = reload, self._pending, False
-        if pending:
-            log.info("reloading: SIGHUP during start-up")
-            self._run_reload()
-
-    def _run_reload(self) -> None:
-        # A reload compiles in workers for seconds: never in the signal handler's frame.
-        assert self._reload is not None
-        threading.Thread(target=self._reload, name="reload").start()
 
 
 @dataclass(frozen=True)
@@ -152,13 +105,12 @@ def start(options: StartOptions, check_headers: bool = True) -> Daemon:
         if options.identity is not None:
             kept = drop.drop(options.identity, options.keep)
             log.info(
-                "privilege separation: programs are compiled by the spawner (pid %d); this "
-                "process runs as %s (uid %d, gid %d) and keeps %s",
+                "privilege separation: compile workers are started by the spawner (pid %d); "
+                "this process keeps %s and runs as uid %d, gid %d",
                 spawner.pid,
-                options.identity.name if os.getuid() == options.identity.uid else "its user",
+                ", ".join(capabilities.names(kept)) or "no capabilities",
                 os.getuid(),
                 os.getgid(),
-                ", ".join(capabilities.names(kept)) or "no capabilities",
             )
         spawner.watch()
         supervisor = Supervisor(spawner, ExporterCollector(), options.max_series)

@@ -44,6 +44,18 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True)
+def _traversable_tmp_path(request: pytest.FixtureRequest) -> None:
+    """The daemon serves as an unprivileged user (nobody): it must reach what a test makes for
+    it (uprobe targets, fake pod log trees), as a deployed one reaches /usr/bin or
+    /var/log/pods. pytest makes its temporary directories 0700."""
+    if "tmp_path" in request.fixturenames:
+        path: Path = request.getfixturevalue("tmp_path")
+        for directory in (path, path.parent, path.parent.parent):
+            if directory.owner() == "root" and directory.parent != Path("/"):
+                directory.chmod(directory.stat().st_mode | 0o055)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))

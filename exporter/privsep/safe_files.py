@@ -107,7 +107,7 @@ def _check_directory(path: str, info: os.stat_result) -> None:
 def _check_owner_and_mode(path: str, info: os.stat_result, what: str) -> None:
     mode = stat.S_IMODE(info.st_mode)
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        who = "group" if mode & stat.S_IWGRP else "others"
+        who = "others" if mode & stat.S_IWOTH else "group"
         raise UnsafePath(f"{what} {path} is writable by {who} (mode {mode:04o})")
     if info.st_uid not in owners():
         raise UnsafePath(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,9 @@ import pytest
 import yaml
 
 from exporter.config import BUILTIN_DIR, ProgramSpec, load, load_file, select
-from exporter.privsep import selection
 from exporter.config.probes import Probe
 from exporter.errors import ConfigError
+from exporter.privsep import selection
 
 LATENCY_C = "BPF_HASH(bio_latency, u32, u64);\n"
 
@@ -425,7 +424,10 @@ def test_every_problem_is_one_line_naming_the_file(tmp_path: Path) -> None:
 
 def config_paths(directory: Path | None, names: list[str] | None, files: list[Path]) -> list[Path]:
     found = selection.config_paths(
-        str(directory) if directory else None, names or (), [str(f) for f in files], str(BUILTIN_DIR)
+        str(directory) if directory else None,
+        names or (),
+        [str(f) for f in files],
+        str(BUILTIN_DIR),
     )
     return [Path(f) for f in found]
 
@@ -521,5 +523,3 @@ def test_digest_follows_the_source_file_contents(tmp_path: Path) -> None:
     before = spec_of(tmp_path, program(code=None, source="bio.bpf.c")).digest
     source.write_text(LATENCY_C + "// edited\n")
     assert spec_of(tmp_path, program(code=None, source="bio.bpf.c")).digest != before
-
-

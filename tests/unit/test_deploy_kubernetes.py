@@ -137,7 +137,7 @@ def test_the_pod_holds_only_the_capabilities_it_needs_and_mounts_the_host_read_o
     security = container()["securityContext"]
     assert security["capabilities"] == {
         "drop": ["ALL"],
-        "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYSLOG"],
+        "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYSLOG", "SETUID", "SETGID"],
     }
     assert security["privileged"] is False
     assert pod["hostPID"] is False

@@ -197,7 +197,9 @@ def test_the_spawner_itself_refuses_anything_but_its_requests(spawner: Spawner):
 
 
 def test_a_config_error_on_disk_is_refused_with_the_file(spawner: Spawner, config_dir: Path):
-    (config_dir / "broken.yaml").write_text("programs: [{name: b, code: 'x', cflags: [-fplugin=x]}]")
+    (config_dir / "broken.yaml").write_text(
+        "programs: [{name: b, code: 'x', cflags: [-fplugin=x]}]"
+    )
     [refused] = replies(spawner, Reload())
     assert isinstance(refused, Refused)
     assert refused.error.startswith(f'{config_dir}/broken.yaml: program "b": cflags')

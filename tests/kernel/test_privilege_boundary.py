@@ -1,0 +1,443 @@
+"""The privilege boundary, tried as an attacker would (docs/security.md, threat model).
+
+- Another local user plants an `exporter` package where an admin runs a command: it never runs.
+- The serving process is an unprivileged user: a process in its exact credential state cannot
+  write root's files or core_pattern, signal root's processes, or get the spawner to compile
+  anything but the configs on disk.
+- A config in a directory another user can write is refused, however the files are swapped.
+- A SIGHUP during start-up does not kill the daemon.
+- `--config.check` and serving give the same verdict on every rule the privileged side keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter.config import BUILTIN_DIR
+from exporter.privsep import selection
+
+from ..conftest import Daemon, free_port, getppid_counter, status
+
+NOBODY = 65534
+BCC_EXPORTER = str(Path(sys.executable).parent / "bcc_exporter")
+PLANTED = (
+    "exporter/__init__.py",
+    "exporter/__main__.py",
+    "exporter/privsep/__init__.py",
+    "exporter/privsep/__main__.py",
+    "exporter/loader/__init__.py",
+    "exporter/loader/__main__.py",
+    "exporter/config/__init__.py",
+    "exporter/config/worker.py",
+    "exporter/workers/__init__.py",
+)
+
+
+def as_nobody() -> None:
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+
+
+def plant(directory: Path, marker: Path) -> None:
+    """What another user writes into a shared directory: our package's names, which record
+    that they ran."""
+    code = (
+        f"import os; open({str(marker)!r}, 'a')"
+        ".write(__name__ + ' ran as uid %d\\n' % os.getuid())\n"
+    )
+    script = (
+        "import os, sys\n"
+        "for rel in sys.argv[2:]:\n"
+        "    path = os.path.join(sys.argv[1], rel)\n"
+        "    os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+        f"    open(path, 'w').write({code!r})\n"
+    )
+    subprocess.run(
+        ["/usr/bin/python3", "-c", script, str(directory), *PLANTED],
+        preexec_fn=as_nobody,
+        check=True,
+    )
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Path:
+    """A world-writable directory (as /tmp or a shared scratch directory)."""
+    tmp_path.chmod(0o755)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    return shared
+
+
+def config_in(directory: Path, name: str = "good") -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(getppid_counter(name))
+    return path
+
+
+def test_a_package_planted_in_the_working_directory_never_runs(shared_dir: Path, tmp_path: Path):
+    marker = shared_dir / "ran.txt"
+    plant(shared_dir, marker)
+    # The plant works where Python looks in the cwd (what `python -m exporter.privsep`, the
+    # spawner's command before, did from an admin's shell):
+    subprocess.run([sys.executable, "-m", "exporter.privsep"], cwd=shared_dir, capture_output=True)
+    assert "exporter ran as uid 0" in marker.read_text()
+    marker.unlink()
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    config = config_in(conf)
+    flags = ["--config.file", str(config)]
+    for command in (
+        ["--config.check", *flags],
+        ["list", *flags],
+        ["snapshot", "good", "--duration", "0.2s", *flags],
+        ["--no-privilege-separation", "--config.check", *flags],
+    ):
+        done = subprocess.run(
+            [BCC_EXPORTER, *command], cwd=shared_dir, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert not marker.exists(), (command, marker.read_text())
+    port = free_port()
+    with (tmp_path / "daemon.log").open("wb") as log:
+        served = subprocess.Popen(
+            [BCC_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", *flags],
+            cwd=shared_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_serving(served, port)
+        served.send_signal(signal.SIGHUP)  # a reload runs the spawner's workers again
+        wait_for_log(tmp_path / "daemon.log", "reload: 1 unchanged")
+    finally:
+        served.send_signal(signal.SIGTERM)
+        assert served.wait(timeout=20) == 0
+    assert not marker.exists(), marker.read_text()
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"exited {process.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("not serving")
+
+
+def wait_for_log(path: Path, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, path.read_text(errors="replace")
+        time.sleep(0.1)
+
+
+def test_the_serving_process_is_an_unprivileged_user(daemon, tmp_path: Path):
+    exporter = daemon(f"--config.file={config_in(tmp_path)}")
+    for pid_task in os.listdir(f"/proc/{exporter.proc.pid}/task"):
+        s = status(exporter.proc.pid, pid_task)
+        assert s["Uid"].split() == [str(NOBODY)] * 4
+        assert s["Gid"].split() == [str(NOBODY)] * 4
+        assert s["Groups"].strip() == ""
+        assert int(s["CapEff"], 16) == int(s["CapPrm"], 16) == 0
+        assert int(s["CapBnd"], 16) == int(s["CapAmb"], 16) == 0
+        assert s["NoNewPrivs"] == "1"
+    for _ in range(23):
+        os.getppid()
+    assert exporter.value("bcc_getppid_calls_total", slot="0") >= 23
+
+
+# Run as root in a fresh interpreter: start a spawner as the daemon does, take the serving
+# process's exact credentials the way it does (exporter.privsep.drop), then try what an
+# attacker who runs code in the server would try. Prints one JSON object.
+ATTACKER = textwrap.dedent(
+    """
+    import json, os, socket, sys
+    from exporter import kallsyms
+    from exporter.privsep import drop, selection
+    from exporter.privsep.client import Spawner
+    from exporter.privsep.spawner import Options
+    from exporter.workers import wire
+    from exporter.workers.messages import Loaded, Reload, Selection, encode_request
+
+    conf, root_file, victim, builtin = sys.argv[1:5]
+    settings = selection.Settings(builtin_dir=builtin, config_dir=conf)
+    spawner = Spawner.start(Options(sys.executable, 60.0, 1, True, settings))
+    kallsyms.hold()
+    drop.drop(drop.Identity.lookup("nobody", "nogroup"), frozenset())
+    found = {"status": {}}
+    for line in open("/proc/self/status"):
+        key, _, value = line.partition(":")
+        found["status"][key] = value.strip()
+
+    def attempt(name, action):
+        try:
+            action()
+            found[name] = "done"
+        except OSError as err:
+            found[name] = type(err).__name__
+
+    attempt("write_root_file", lambda: open(root_file, "a").write("pwned"))
+    core_pattern = "/proc/sys/kernel/core_pattern"
+    attempt("write_core_pattern", lambda: open(core_pattern, "w").write("|/tmp/x"))
+    attempt("signal_root", lambda: os.kill(int(victim), 0))
+    code = os.path.join(os.path.dirname(selection.__file__), "..", "loader", "__main__.py")
+    attempt("rewrite_worker_code", lambda: open(code, "a").write("pwned"))
+
+    # Anything but a reload or a header check is refused; a reload compiles the disk's config.
+    answers = []
+    for data in (
+        json.dumps({"jobs": [{"code": "#include \\"/etc/shadow\\""}]}).encode(),
+        json.dumps({"reload": {"have": [], "code": "int x;"}}).encode(),
+        json.dumps({"reload": {"have": [], "config_dir": "/tmp"}}).encode(),
+    ):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        socket.send_fds(spawner.sock, [data], [theirs.fileno()])
+        theirs.close()
+        ours.settimeout(30)
+        answers.append(wire.receive(ours)[0])
+    found["raw"] = answers
+    compiled = []
+    for reply, fds in spawner.ask(Reload()):
+        wire.close(fds)
+        if isinstance(reply, Selection):
+            found["selection"] = [p.name for p in reply.programs]
+        if isinstance(reply, Loaded):
+            compiled.append(reply.program)
+    found["compiled"] = compiled
+    spawner.close()
+    print(json.dumps(found))
+    """
+)
+
+
+def test_a_process_in_the_servers_credential_state_cannot_escalate(tmp_path: Path):
+    tmp_path.chmod(0o755)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    config_in(conf, "ondisk")
+    root_file = tmp_path / "root-owned"
+    root_file.write_text("root's\n")
+    root_file.chmod(0o644)
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                ATTACKER,
+                str(conf),
+                str(root_file),
+                str(victim.pid),
+                str(BUILTIN_DIR),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
+    finally:
+        victim.kill()
+        victim.wait()
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    state = found["status"]
+    assert state["Uid"].split() == [str(NOBODY)] * 4 and state["Gid"].split() == [str(NOBODY)] * 4
+    assert state["Groups"] == "" and state["NoNewPrivs"] == "1"
+    assert int(state["CapEff"], 16) == int(state["CapPrm"], 16) == int(state["CapBnd"], 16) == 0
+    assert found["write_root_file"] == "PermissionError"
+    assert found["write_core_pattern"] == "PermissionError"
+    assert found["signal_root"] == "PermissionError"
+    assert found["rewrite_worker_code"] == "PermissionError"
+    assert root_file.read_text() == "root's\n"
+    for answer in found["raw"]:
+        assert "the privileged spawner refused the request" in answer["refused"]["error"]
+    assert found["selection"] == ["ondisk"] and found["compiled"] == ["ondisk"]
+
+
+def test_a_config_in_a_directory_others_can_write_is_refused_naming_it(tmp_path: Path):
+    tmp_path.chmod(0o755)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    config = config_in(open_dir)
+    open_dir.chmod(0o777)
+    done = subprocess.run(
+        [BCC_EXPORTER, "--config.check", f"--config.file={config}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"bcc_exporter: {config}: refusing it: directory {open_dir} is writable by others "
+        "(mode 0777); fix it (chmod go-w / chown) or pass --config.allow-insecure-permissions"
+    )
+
+
+RENAME_EXCHANGE = 2
+SWAPPER = textwrap.dedent(
+    """
+    import ctypes, os, sys, time
+    os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+    libc = ctypes.CDLL(None, use_errno=True)
+    a, b = sys.argv[1].encode(), sys.argv[2].encode()
+    deadline = time.monotonic() + float(sys.argv[3])
+    swaps = 0
+    while time.monotonic() < deadline:
+        if libc.renameat2(-100, a, -100, b, 2) != 0:
+            raise SystemExit("renameat2: " + os.strerror(ctypes.get_errno()))
+        swaps += 1
+    print(swaps)
+    """
+)
+
+
+def test_a_config_swapped_by_another_user_is_refused_every_time(tmp_path: Path):
+    """The attack: root's good config beside the other user's own, in a directory that user
+    owns, exchanged (renameat2 RENAME_EXCHANGE) while the spawner reads. Refused 40 of 40."""
+    tmp_path.chmod(0o755)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    good = config_in(theirs, "good")
+    evil = theirs / "evil.yaml"
+    evil.write_text(getppid_counter("good", metric="evil_total"))
+    os.chown(evil, NOBODY, NOBODY)
+    os.chown(theirs, NOBODY, NOBODY)
+    settings = selection.Settings(builtin_dir=str(BUILTIN_DIR), files=(str(good),))
+    swapper = subprocess.Popen(
+        [sys.executable, "-I", "-c", SWAPPER, str(good), str(evil), "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        outcomes = []
+        for _ in range(40):
+            try:
+                outcomes.append(selection.read(settings, sys.executable))
+            except selection.SelectionError as err:
+                outcomes.append(str(err))
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert all(isinstance(o, str) for o in outcomes), "a read got through"
+    for outcome in outcomes:
+        assert f"is owned by uid {NOBODY}, neither root nor this daemon's user" in outcome
+
+
+def catches(pid: int, number: int) -> bool:
+    return bool(int(status(pid)["SigCgt"], 16) >> (number - 1) & 1)
+
+
+@pytest.mark.parametrize("after", [0.1, 0.3, 0.6])
+def test_a_sighup_during_start_up_is_queued_not_fatal(after: float, tmp_path: Path):
+    """Counted from the entry point's first line: before it, the interpreter itself starts
+    (20-50 ms here when quiet, 250 ms on a loaded machine), and no code of ours can run."""
+    config = config_in(tmp_path)
+    d = Daemon([f"--config.file={config}"], tmp_path / "daemon.log", wait=False)
+    try:
+        deadline = time.monotonic() + 10
+        while not catches(d.proc.pid, signal.SIGHUP):
+            assert time.monotonic() < deadline and d.proc.poll() is None
+            time.sleep(0.005)
+        assert catches(d.proc.pid, signal.SIGTERM)
+        time.sleep(after)
+        assert "programs running" not in d.log(), "start-up was over: the test proves nothing"
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_ready()
+        wait_for_log(tmp_path / "daemon.log", "reload: 1 unchanged")
+        for _ in range(23):
+            os.getppid()
+        assert d.value("bcc_getppid_calls_total", slot="0") >= 23
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_sigterm_during_start_up_stops_it_cleanly(tmp_path: Path):
+    config = config_in(tmp_path)
+    d = Daemon([f"--config.file={config}"], tmp_path / "daemon.log", wait=False)
+    deadline = time.monotonic() + 10
+    while not catches(d.proc.pid, signal.SIGTERM):
+        assert time.monotonic() < deadline and d.proc.poll() is None
+        time.sleep(0.005)
+    time.sleep(0.3)
+    assert d.stop() == 0
+    assert "bcc_exporter: stopped by SIGTERM during start-up" in d.log()
+
+
+# (what the config says, how its file and directory are set up) -> the one verdict both give
+RULES = {
+    "cflags that load code": ({"cflags": ["-fplugin=/tmp/x.so"]}, None),
+    "cflags outside the allowlist": ({"cflags": ["-fno-builtin"]}, None),
+    "relative include directory": ({"cflags": ["-Irelative"]}, None),
+    "group-writable config": ({}, ("file", 0o664)),
+    "config in a directory others can write": ({}, ("dir", 0o757)),
+    "config owned by another user": ({}, ("owner", NOBODY)),
+    "a good config": ({}, None),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_config_check_and_serving_agree_on_every_rule(rule: str, tmp_path: Path):
+    change, setup = RULES[rule]
+    tmp_path.chmod(0o755)
+    directory = tmp_path / "conf"
+    directory.mkdir()
+    text = getppid_counter("good")
+    if change:
+        text = text.replace(
+            "    code: |", f"    cflags: {json.dumps(change['cflags'])}\n    code: |"
+        )
+    config = directory / "good.yaml"
+    config.write_text(text)
+    if setup is not None:
+        kind, value = setup
+        if kind == "file":
+            config.chmod(value)
+        elif kind == "dir":
+            directory.chmod(value)
+        else:
+            os.chown(config, value, value)
+    check = subprocess.run(
+        [BCC_EXPORTER, "--config.check", f"--config.file={config}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    port = free_port()
+    served = (
+        subprocess.run(
+            [BCC_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", f"--config.file={config}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check.returncode
+        else None
+    )
+    if rule == "a good config":
+        assert check.returncode == 0 and check.stdout == "OK   good\n", check.stderr
+        return
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert served is not None and served.returncode == 2
+    refusal = check.stderr.strip().splitlines()[-1]
+    assert refusal.startswith("bcc_exporter: ")
+    assert served.stderr.strip().splitlines()[-1] == refusal
+    assert stat.S_IMODE(directory.stat().st_mode) in (0o755, 0o757)
