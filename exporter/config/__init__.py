@@ -8,6 +8,7 @@ import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from ..errors import ConfigError
 from . import v1
 from .models import ConfigFile, Program
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "config"
+# The repository's config/, reached through the exporter/builtin/config link that a wheel
+# carries as package data (resolved: messages name the real files of an editable install).
+BUILTIN_DIR = Path(str(resources.files("exporter") / "builtin" / "config")).resolve()
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ def select(
     specs = load(config_paths(config_dir, names, files))
     if config_dir is None and not names and not files:
         specs = [spec for spec in specs if spec.program.default]
+        if not specs:
+            raise ConfigError(
+                f"{BUILTIN_DIR}: every built-in program is marked `default: false`: "
+                "name the ones to run with --config.names"
+            )
     return specs
 
 
@@ -88,7 +96,13 @@ def config_paths(
 
 
 def _all_names(directory: Path) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    """Every config of the directory; none is an error: a daemon checking or serving nothing
+    would pass for a working one."""
+    names = sorted(p.stem for p in directory.glob("*.yaml"))
+    if not names:
+        what = "no such directory" if not directory.is_dir() else "no *.yaml config in it"
+        raise ConfigError(f"{directory}: no programs to run: {what}")
+    return names
 
 
 def load(paths: Iterable[Path]) -> list[ProgramSpec]:
