@@ -12,7 +12,7 @@
 #
 # A host without headers for its kernel gets the image's (Debian's, in /opt/kernel-headers),
 # with the same warning as on bare metal: they compile tracepoint programs, but their struct
-# layouts may not be the kernel's (see README "Kernel headers").
+# layouts may not be the kernel's (see docs/operations.md, "Kernel headers").
 FROM debian:bookworm-slim
 
 ENV DEBIAN_FRONTEND=noninteractive \

@@ -2,7 +2,7 @@
 // threads), and process exits by class (exitsnoop's exit code or signal, as a class).
 //
 // Tracepoint arguments and helpers only. The exit code lives in task_struct, which this
-// program does not read (see README, Kernel headers); the class is pieced together from the
+// program does not read (see docs/operations.md, Kernel headers); the class is pieced together from the
 // events that lead to an exit instead:
 //   exit_group(code), or exit(code) by the thread group leader   -> ok (code 0) or error
 //   a signal delivered with its default action "terminate"        -> signal

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from ..workers.messages import (
 from . import v1
 from .models import ConfigFile, Program
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "config"
+# The repository's config/, reached through the exporter/builtin/config link that a wheel
+# carries as package data (resolved: messages name the real files of an editable install).
+BUILTIN_DIR = Path(str(resources.files("exporter") / "builtin" / "config")).resolve()
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,20 @@ def select(
 ) -> list[ProgramSpec]:
     """The programs --config.dir/--config.names/--config.file name, as the spawner selects
     them (without its permission checks): for tests and tools that read configs."""
-    paths = selection.config_paths(
-        str(config_dir) if config_dir else None,
-        names or (),
-        [str(f) for f in files],
-        str(BUILTIN_DIR),
-    )
+    try:
+        paths = selection.config_paths(
+            str(config_dir) if config_dir else None,
+            names or (),
+            [str(f) for f in files],
+            str(BUILTIN_DIR),
+        )
+    except selection.SelectionError as err:
+        raise ConfigError(str(err)) from None
     specs = load(map(Path, paths))
     if selection.default_only(config_dir is not None, bool(names), bool(files)):
         specs = [spec for spec in specs if spec.program.default]
+        if not specs:
+            raise ConfigError(selection.all_off_by_default(str(BUILTIN_DIR)))
     return specs
 
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
-HEADER = Path(__file__).resolve().parents[2] / "programs" / "include" / "bcc_exporter.h"
+# programs/include/ of the repository, through the link a wheel carries (see config.BUILTIN_DIR).
+HEADER = Path(
+    str(resources.files("exporter") / "builtin" / "programs" / "include" / "bcc_exporter.h")
+).resolve()
 # The per-CPU hash the header declares: map name (NUL-padded) -> failed updates.
 FAILURES_MAP = "exporter_update_failures"
 # BCC's name for the program text it compiles: diagnostics keep naming it and its own lines.

@@ -74,10 +74,30 @@ def config_paths(
     paths = list(files)
     if config_dir is not None or names or not files:
         directory = config_dir or builtin_dir
-        every = sorted(n[: -len(".yaml")] for n in listdir(directory) if n.endswith(".yaml"))
-        for name in names or every:
+        for name in names or _every_config(directory, listdir):
             paths.append(os.path.join(directory, f"{name}.yaml"))
     return paths
+
+
+def _every_config(directory: str, listdir: Callable[[str], list[str]]) -> list[str]:
+    """Every config of the directory; none is an error: a daemon checking or serving nothing
+    would pass for a working one."""
+    try:
+        found = sorted(n[: -len(".yaml")] for n in listdir(directory) if n.endswith(".yaml"))
+    except (FileNotFoundError, NotADirectoryError):
+        found, what = [], "no such directory"
+    else:
+        what = "no *.yaml config in it"
+    if not found:
+        raise SelectionError(f"{directory}: no programs to run: {what}")
+    return found
+
+
+def all_off_by_default(builtin_dir: str) -> str:
+    return (
+        f"{builtin_dir}: every built-in program is marked `default: false`: "
+        "name the ones to run with --config.names"
+    )
 
 
 def default_only(config_dir: bool, names: bool, files: bool) -> bool:
@@ -89,7 +109,10 @@ def read(settings: Settings, python: str) -> list[tuple[ProgramDescription, Comp
     """The programs the settings select, as they are on disk now."""
 
     def listdir(directory: str) -> list[str]:
-        return _guarded(directory, lambda: safe_files.listdir(directory, settings.insecure))
+        # A missing directory is "no programs to run" (config_paths), not a read error.
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(directory)
+        return _guarded(directory, partial(safe_files.listdir, directory, settings.insecure))
 
     paths = config_paths(
         settings.config_dir, settings.names, settings.files, settings.builtin_dir, listdir
@@ -102,6 +125,8 @@ def read(settings: Settings, python: str) -> list[tuple[ProgramDescription, Comp
     flags = (settings.config_dir is not None, bool(settings.names), bool(settings.files))
     if default_only(*flags) and not settings.every_builtin:
         programs = [p for p in programs if p.default]
+        if not programs:
+            raise SelectionError(all_off_by_default(settings.builtin_dir))
     if settings.only is not None:
         chosen = [p for p in programs if p.name == settings.only]
         if not chosen:

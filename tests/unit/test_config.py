@@ -13,6 +13,8 @@ from exporter.config.probes import Probe
 from exporter.errors import ConfigError
 from exporter.privsep import selection
 
+from ..conftest import run_cli
+
 LATENCY_C = "BPF_HASH(bio_latency, u32, u64);\n"
 
 
@@ -164,6 +166,39 @@ def test_no_flag_serves_every_builtin_program_not_marked_default_false(tmp_path:
     off.write_text("programs: [{name: quiet, default: false, code: 'int x;'}]")
     # `default` only shapes the built-in set: a program named on the command line is served.
     assert [s.name for s in select(None, None, [off])] == ["quiet"]
+
+
+def test_a_directory_without_configs_is_an_error_not_an_empty_set(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(ConfigError) as e:
+        select(tmp_path, None, [])
+    assert str(e.value) == f"{tmp_path}: no programs to run: no *.yaml config in it"
+    with pytest.raises(ConfigError) as e:
+        select(tmp_path / "gone", None, [])
+    assert str(e.value) == f"{tmp_path / 'gone'}: no programs to run: no such directory"
+
+
+def test_a_builtin_set_of_programs_all_off_by_default_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "off.yaml").write_text("programs: [{name: quiet, default: false, code: 'int x;'}]")
+    monkeypatch.setattr("exporter.config.BUILTIN_DIR", tmp_path)
+    with pytest.raises(ConfigError) as e:
+        select(None, None, [])
+    assert str(e.value) == (
+        f"{tmp_path}: every built-in program is marked `default: false`: "
+        "name the ones to run with --config.names"
+    )
+    assert [s.name for s in select(None, ["off"], [])] == ["quiet"]
+
+
+@pytest.mark.parametrize("command", [["--config.check"], []], ids=["check", "serve"])
+def test_checking_or_serving_an_empty_set_exits_2(tmp_path: Path, command: list[str]) -> None:
+    done = run_cli(*command, f"--config.dir={tmp_path}", "--web.listen-address=127.0.0.1:0")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        f"bcc_exporter: {tmp_path}: no programs to run: no *.yaml config in it"
+    )
 
 
 # --- one exact message per bad input ----------------------------------------------------------
