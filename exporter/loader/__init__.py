@@ -139,7 +139,7 @@ def load(spawner: Spawner, have: frozenset[str] = frozenset()) -> Outcome:
 
 def loaded(spec: ProgramSpec, reply: Loaded, fds: list[int]) -> LoadedProgram:
     meta = reply.meta
-    remember_events(meta.get("tracepoint_ids", {}))  # type: ignore[arg-type]
+    remember_events(meta["tracepoint_ids"])
     return LoadedProgram(
         spec=spec,
         maps={m["name"]: fds[m["fd"]] for m in meta["maps"]},

@@ -329,6 +329,7 @@ def _result(job: Job, message: dict[str, Any], stderr: str) -> Reply:
         "compile_seconds": message["compile_seconds"],
         "attach_seconds": message["attach_seconds"],
         "headers": message["headers"],
+        "tracepoint_ids": message["tracepoint_ids"],
     }
     return Loaded(job.program, meta, stderr)
 

@@ -285,6 +285,7 @@ class LoadedMeta(TypedDict):
     compile_seconds: float
     attach_seconds: float
     headers: str
+    tracepoint_ids: dict[str, str]  # event id -> tracepoint probe (tracefs is root's)
 
 
 @dataclass(frozen=True)

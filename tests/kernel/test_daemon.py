@@ -154,11 +154,13 @@ def test_a_field_width_a_decoder_cannot_read_names_metric_and_label(write_config
         "- {name: slot, size: 4, decoders: [{name: uint}]}",
         "- {name: slot, size: 4, decoders: [{name: ksym}]}",
     )
-    done = run_cli("--config.check", f"--config.file={write_config('width', config)}")
-    assert done.returncode == 1
-    assert done.stdout == (
-        "FAIL good: metrics.counters[0].labels[0].decoders: metric getppid_calls_total, "
-        "label slot: ksym decodes 8-byte addresses, not 4\n"
+    path = write_config("width", config)
+    done = run_cli("--config.check", f"--config.file={path}")
+    # A config error, found when the file is read (exit 2), before anything compiles.
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        f'bcc_exporter: {path}: program "good": metrics.counters[0].labels[0].decoders: '
+        "metric getppid_calls_total, label slot: ksym decodes 8-byte addresses, not 4"
     )
 
 

@@ -85,7 +85,7 @@ def test_without_the_spawner_reloads_fail_clearly_and_serving_goes_on(daemon, tm
 
     write(tmp_path, "added", "getuid")
     assert reload(exporter) == 0
-    assert f'reload failed, the running programs are unchanged: program "added": {gone}' in (
+    assert f"reload failed, the running programs are unchanged (1 running): {gone}" in (
         exporter.log()
     )
     for _ in range(23):
