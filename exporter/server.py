@@ -176,11 +176,10 @@ class App:
                 )
 
     def landing_page(self) -> bytes:
-        rows = []
-        for c in self.exporter.collectors:
-            probes = ", ".join(sorted({f"{a.function} ← {a.probe}" for a in c.program.attachments}))
-            rows.append((c.program.name, "attached", probes))
-        rows.extend((e.program, "failed", e.reason) for e in self.exporter.failed)
+        rows = [
+            (s.program, s.state, ", ".join(f"{f} ← {p}" for f, p in s.probes) or s.error)
+            for s in self.exporter.status
+        ]
         table = "".join(
             f"<tr><td>{html.escape(n)}</td><td>{s}</td><td>{html.escape(d)}</td></tr>"
             for n, s, d in rows

@@ -59,6 +59,7 @@ class LoadedProgram:
     attach_seconds: float
     headers: str
     perf_rings: list[PerfRing] = field(default_factory=list)
+    counted_maps: list[str] = field(default_factory=list)  # see metrics.self_metrics
     closed: bool = field(default=False)
 
     @property
@@ -159,6 +160,7 @@ def loaded(spec: ProgramSpec, reply: Loaded, fds: list[int]) -> LoadedProgram:
         attach_seconds=meta["attach_seconds"],
         headers=meta["headers"],
         perf_rings=[PerfRing(r["map"], r["cpu"], fds[r["fd"]]) for r in meta["perf_rings"]],
+        counted_maps=meta["counted_maps"],
     )
 
 

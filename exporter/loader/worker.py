@@ -33,7 +33,7 @@ from ..workers import wire
 from ..workers.messages import CompileJob, HeaderJob, Job, decode_job
 from . import availability, elf
 from .availability import ProbeUnavailable
-from .prelude import with_prelude
+from .prelude import counted_maps, with_prelude
 from .targets import Target
 
 PERF_TYPE_HARDWARE = 0
@@ -141,6 +141,7 @@ def load_program(job: CompileJob) -> tuple[dict[str, Any], list[int]]:
         attachments.extend(_attach_first(attacher, function, alternatives))
     attached = time.monotonic()
     meta, fds = _describe(bpf, attachments, compiled - started, attached - compiled)
+    meta["counted_maps"] = counted_maps(job.code)
     rings, ring_fds = _perf_rings(
         bpf, list(job.settings.perf_maps), first_fd=len(fds) + len(attacher.held)
     )

@@ -15,8 +15,9 @@ from ..config.v1 import NAMESPACE as V1
 from ..errors import LoadError
 from ..headers import HeaderCheck
 from ..loader import LoadedProgram
-from ..loader.prelude import FAILURES_MAP, MACRO, counted_maps
+from ..loader.prelude import FAILURES_MAP
 from ..loader.targets import TargetWatch
+from ..status import ProgramStatus, statuses
 from .program import ProgramCollector
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class ExporterCollector:
     def __init__(self, headers: HeaderCheck | None = None) -> None:
         self.headers = headers
         self.collectors: list[ProgramCollector] = []
-        self.failed: list[LoadError] = []
+        self.status: tuple[ProgramStatus, ...] = ()
         self.update_failures: list[UpdateFailures] = []
         self.targets = TargetWatch()
         self.last_reload_successful = True
@@ -45,7 +46,7 @@ class ExporterCollector:
         self, collectors: Iterable[ProgramCollector], failed: Iterable[LoadError]
     ) -> None:
         self.collectors = list(collectors)
-        self.failed = list(failed)
+        self.status = statuses((c.program for c in self.collectors), failed)
         self.update_failures = [UpdateFailures(c.program) for c in self.collectors]
         self.targets.watch(
             (c.program.name, a.function, a.probe, a.target)
@@ -104,14 +105,17 @@ class ExporterCollector:
             "Keys whose labels could not be decoded, counted at every collection meeting them.",
             labels=["program", "metric"],
         )
+        for status in self.status:
+            enabled.add_metric([status.program], 1 if status.state == "attached" else 0)
+            if status.state == "attached":
+                compile_seconds.add_metric([status.program], status.compile_seconds)
+            for function, probe in status.probes:
+                attached.add_metric([status.program, function, probe], 1)
         for collector in self.collectors:
-            program = collector.program
-            enabled.add_metric([program.name], 1)
-            compile_seconds.add_metric([program.name], program.compile_seconds)
-            for a in program.attachments:
-                attached.add_metric([program.name, a.function, a.probe], 1)
             for reader in collector.readers:
-                decoder_errors.add_metric([program.name, reader.config.name], reader.decoder_errors)
+                decoder_errors.add_metric(
+                    [collector.program.name, reader.config.name], reader.decoder_errors
+                )
         lost = CounterMetricFamily(
             f"{PREFIX}_perf_events_lost",
             "Events a full perf ring dropped before they were counted (perf_map counters).",
@@ -120,8 +124,6 @@ class ExporterCollector:
         for collector in self.collectors:
             for events in collector.events:
                 lost.add_metric([collector.program.name, events.config.name], events.lost)
-        for err in self.failed:
-            enabled.add_metric([err.program], 0)
         yield from (enabled, attached, compile_seconds, decoder_errors, lost)
         yield self._target_metrics()
         yield from self._map_metrics()
@@ -249,11 +251,10 @@ class UpdateFailures:
 
     def __init__(self, program: LoadedProgram) -> None:
         self.program = program.name
-        code = program.spec.code
         fd = program.maps.get(FAILURES_MAP)
         # Every program has the map (the prelude declares it); only those using it are read.
-        self.reader = MapReader(fd) if fd is not None and MACRO in code else None
-        self.counted = [name for name in counted_maps(code) if name in program.maps]
+        self.counted = [name for name in program.counted_maps if name in program.maps]
+        self.reader = MapReader(fd) if fd is not None and self.counted else None
 
     def read(self) -> dict[str, int]:
         found = dict.fromkeys(self.counted, 0)

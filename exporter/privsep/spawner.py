@@ -330,6 +330,7 @@ def _result(job: Job, message: dict[str, Any], stderr: str) -> Reply:
         "attach_seconds": message["attach_seconds"],
         "headers": message["headers"],
         "tracepoint_ids": message["tracepoint_ids"],
+        "counted_maps": message["counted_maps"],
     }
     return Loaded(job.program, meta, stderr)
 

@@ -286,6 +286,7 @@ class LoadedMeta(TypedDict):
     attach_seconds: float
     headers: str
     tracepoint_ids: dict[str, str]  # event id -> tracepoint probe (tracefs is root's)
+    counted_maps: list[str]  # maps whose failed updates the program counts (prelude)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.errors import LoadError
+from exporter.loader.prelude import counted_maps
 from exporter.loader.targets import Target, TargetWatch
 from exporter.metrics.self_metrics import ExporterCollector
 
@@ -21,6 +22,7 @@ class Collector:
             attachments=[],
             functions={},
             maps=maps or {},
+            counted_maps=counted_maps(code),
             spec=SimpleNamespace(program=SimpleNamespace(namespace="bcc"), code=code),
         )
         self.readers: list[object] = []
