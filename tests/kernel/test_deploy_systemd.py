@@ -5,6 +5,7 @@ for systemd, which is not PID 1 here), attaches every default program, counts, a
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from exporter import capabilities
 from exporter.config import select
 
-from ..conftest import Daemon
+from ..conftest import Daemon, getppid_counter
 from . import workload
 from .conftest import REPO
 
@@ -64,9 +65,9 @@ class UnitDaemon(Daemon):
     """The daemon under setpriv: uid/gid DYNAMIC_UID, `caps` ambient, inheritable and bounding,
     nothing else, no new privileges (as DynamicUser implies). Started like Daemon, only wrapped."""
 
-    def __init__(self, caps: set[str], log: Path) -> None:
+    def __init__(self, caps: set[str], log: Path, args: list[str] | None = None) -> None:
         self.caps = ",".join(f"+{c.removeprefix('CAP_').lower()}" for c in sorted(caps))
-        super().__init__([], log)
+        super().__init__(args or [], log)
 
     def command(self, args: list[str]) -> list[str]:
         return [
@@ -134,6 +135,35 @@ def test_the_units_capabilities_run_every_default_program_as_a_non_root_user(
         )
         assert daemon.value("bcc_exporter_config_last_reload_successful") == 1
         assert daemon.value("bcc_opens_total", comm=comm, result="ENOENT") == opens
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_config_only_root_can_read_works_at_start_and_on_every_reload(tmp_path: Path) -> None:
+    """The spawner reads the configs, with the unit's CAP_DAC_READ_SEARCH: a 0600 root file
+    serves, and reloads, though the serving process (the dynamic user) could not read it."""
+    config = tmp_path / "secret.yaml"
+    config.write_text(getppid_counter("secret"))
+    config.chmod(0o600)
+    wanted = unit_capabilities("AmbientCapabilities") - OPTIONAL
+    daemon = UnitDaemon(wanted, tmp_path / "daemon.log", [f"--config.file={config}"])
+    try:
+        assert daemon.value("bcc_exporter_enabled_programs", program="secret") == 1
+        for attempt in range(2):
+            before = daemon.value("bcc_exporter_config_last_reload_success_timestamp_seconds")
+            config.write_text(getppid_counter("secret", metric=f"calls{attempt}_total"))
+            daemon.proc.send_signal(signal.SIGHUP)
+            _wait_for(
+                lambda before=before: (
+                    daemon.value("bcc_exporter_config_last_reload_success_timestamp_seconds")
+                    > before
+                ),
+                daemon,
+            )
+            assert daemon.value("bcc_exporter_config_last_reload_successful") == 1
+            for _ in range(23):
+                os.getppid()
+            assert daemon.value(f"bcc_calls{attempt}_total", slot="0") >= 23
     finally:
         assert daemon.stop() == 0, daemon.log()
 
