@@ -146,8 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="loader_jobs",
         type=int,
         default=None,
-        help="compile workers run at once, each ~170-200 MB while it compiles "
-        "(default: one per CPU of the machine, which a container's CPU limit does not lower)",
+        help="programs compiled at once, each ~60-130 MB beside one shared bcc import "
+        "(default: one per CPU this process may use, at most 4, and no more than half the "
+        "available memory, the cgroup's included, can hold)",
     )
     p.add_argument(
         "--privilege-separation",

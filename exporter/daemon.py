@@ -63,7 +63,7 @@ def spawner_options(
         only=only,
         insecure=insecure,
     )
-    return Options(python, timeout, jobs or os.cpu_count() or 1, compile, settings)
+    return Options(python, timeout, jobs or 0, compile, settings)
 
 
 class Daemon:

@@ -142,7 +142,7 @@ class Supervisor:
                 else:
                     log.warning("%s", check.warning())
                 self.exporter.headers = check
-            elif isinstance(reply, Headers | Refused):
+            elif isinstance(reply, Headers | Refused) and not self.spawner.closing:
                 log.warning(
                     "cannot check the kernel headers against the kernel's BTF: %s", reply.error
                 )

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -96,24 +97,28 @@ def load(spawner: Spawner, have: frozenset[str] = frozenset()) -> Outcome:
     ConfigError when the config cannot be used (then nothing was compiled)."""
     outcome = Outcome([], [], [])
     by_name: dict[str, ProgramSpec] = {}
-    done = False
+    started: dict[str, float] = {}
+    selected = done = False
     for reply, fds in spawner.ask(Reload(have)):
         if isinstance(reply, Refused):
-            if not by_name:
+            if not selected:
                 raise ConfigError(reply.error)
             log.error("%s", reply.error)
             break
         if isinstance(reply, Selection):
             outcome.specs = [ProgramSpec.described(d) for d in reply.programs]
             by_name = {s.name: s for s in outcome.specs}
+            selected = True
         elif isinstance(reply, Compiling):
+            started[reply.program] = time.monotonic()
             log.info('program "%s": compiling', reply.program)
         elif isinstance(reply, Loaded):
             program = loaded(by_name[reply.program], reply, fds)
             _log_attachments(program)
             log.info(
-                'program "%s": ready (compile %.2f s, attach %.3f s)',
+                'program "%s": ready in %.2f s (compile %.2f s, attach %.3f s)',
                 program.name,
+                time.monotonic() - started.get(program.name, time.monotonic()),
                 program.compile_seconds,
                 program.attach_seconds,
             )
@@ -130,6 +135,9 @@ def load(spawner: Spawner, have: frozenset[str] = frozenset()) -> Outcome:
             done = True
         else:
             wire.close(fds)
+    if not selected:
+        # Not even the selection: nothing is known of the config, so nothing may change.
+        raise ConfigError("the privileged spawner gave no answer (its log says why)")
     if not done:
         answered = {p.name for p in outcome.loaded} | {e.program for e in outcome.failed}
         for spec in outcome.specs:

@@ -1,13 +1,13 @@
 """The throwaway compile worker: the only code that imports bcc.
 
-Run as `python -I -m exporter.loader FD` by the spawner: reads a list of jobs
-(exporter.workers.messages, as JSON) on stdin and runs them one after another, so that Python
-and bcc start once for several programs. For each job it sends `{"compiling": index}` with the
-fd of a fresh file that is its stderr while that job runs (so a crash's last words stay with
-the job that caused them), then the job's message with every fd that keeps the program alive,
-over the socket FD. It leaves with os._exit so that BCC's atexit hooks cannot detach anything
-(they also keep every BPF object alive until then: dropping one would not detach, but bcc's
-cleanup would).
+Run as `python -I -m exporter.loader FD` by the spawner, for one start or reload: it imports
+bcc once, then forks a child for each share of jobs (exporter.workers.messages) the spawner
+sends over the socket FD, so that concurrent compiles share the import's pages. A child runs
+its jobs one after another: for each it sends `{"compiling": index, "pid": ...}` with the fd of
+a fresh file that is its stderr while that job runs (so a crash's last words stay with the job
+that caused them), then the job's message with every fd that keeps the program alive. Children
+leave with os._exit so that BCC's atexit hooks cannot detach anything (they also keep every
+BPF object alive until then: dropping one would not detach, but bcc's cleanup would).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -70,17 +70,60 @@ def main() -> None:
     capabilities.die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # that process died before the line above
         os._exit(1)
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    jobs = [decode_job(job) for job in json.load(sys.stdin)]
+    if "--no-preload" not in sys.argv:
+        # Imported once here; every share's compiles fork from this process and share its
+        # pages (~75 MB of libbcc and LLVM), so N compiles at once cost one import, not N.
+        import bcc  # noqa: F401
+
+    serve_shares(socket.socket(fileno=int(sys.argv[1])))
+    os._exit(0)
+
+
+def serve_shares(sock: socket.socket) -> None:
+    """Fork a child for each share of jobs the spawner sends (with the socket its answers go
+    to); tell the spawner, on that socket, how each child ended. Leave at EOF, once every
+    child has ended."""
+    children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the share's socket)
+    accepting = True
+    while accepting or children:
+        waiting: list[Any] = [*children, sock] if accepting else list(children)
+        ready_list: list[Any] = select.select(waiting, [], [])[0]
+        for ready in ready_list:
+            if ready is sock:
+                message, fds = wire.receive(sock)
+                if not message:
+                    accepting = False
+                    continue
+                reply = socket.socket(fileno=fds[0])
+                jobs = [decode_job(job) for job in message["jobs"]]
+                pid = os.fork()
+                if pid == 0:
+                    sock.close()
+                    for pidfd, (_, other) in children.items():
+                        os.close(pidfd)
+                        other.close()
+                    capabilities.die_with_parent(signal.SIGKILL)
+                    run_share(reply, jobs)
+                    os._exit(0)
+                children[os.pidfd_open(pid)] = (pid, reply)
+            else:
+                pid, reply = children.pop(ready)
+                os.close(ready)
+                _, status = os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):  # the spawner had every answer already
+                    wire.send(reply, {"exited": os.waitstatus_to_exitcode(status)}, [])
+                reply.close()
+
+
+def run_share(sock: socket.socket, jobs: list[Job]) -> None:
     for index, job in enumerate(jobs):
         with tempfile.TemporaryFile() as stderr:
             os.dup2(stderr.fileno(), 2)
-            wire.send(sock, {"compiling": index}, [stderr.fileno()])
+            wire.send(sock, {"compiling": index, "pid": os.getpid()}, [stderr.fileno()])
         meta, fds = run_safely(job)
         sys.stderr.flush()  # all it said on this job in its file before the spawner reads it
         wire.send(sock, meta, fds)
     sys.stdout.flush()
-    os._exit(0)
 
 
 def run_safely(job: Job) -> tuple[dict[str, Any], list[int]]:

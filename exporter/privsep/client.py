@@ -48,6 +48,10 @@ class Spawner:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     @classmethod
     def start(cls, options: Options) -> Spawner:
         """Start the spawner (isolated, from /). Call from the thread that lives as long as

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .. import capabilities
 from ..errors import ExporterError
+from . import seccomp
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class Identity:
 
 def drop(identity: Identity, keep: frozenset[int]) -> frozenset[int]:
     """Become `identity` (when root), then give up every capability but `keep` for good, set
-    NoNewPrivs; returns the capabilities kept. Only while this is the process's only thread.
+    NoNewPrivs, the terminal and the bpf(2) commands it needs not (seccomp.py); returns the
+    capabilities kept. Only while this is the process's only thread.
     Call after everything that needs privilege at open time is open (the listening socket,
     the BPF_ENABLE_STATS fd, /proc/kallsyms, tracefs mounted, the spawner started)."""
     _raise_memlock()
@@ -71,6 +73,8 @@ def drop(identity: Identity, keep: frozenset[int]) -> frozenset[int]:
             _switch_user(identity)
         kept = capabilities.drop(keep)
         capabilities.no_new_privs()
+        seccomp.give_up_terminal()
+        seccomp.install()
     except (capabilities.CapabilityError, OSError) as err:
         raise DropError(f"cannot drop privileges: {err}") from None
     if keep - kept:

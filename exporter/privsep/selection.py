@@ -170,9 +170,29 @@ def _described(config: ProgramConfig, insecure: bool) -> tuple[ProgramDescriptio
                 f"{config.source}: {err.strerror}"
             ) from None
         code = _text(config.origin, data, config.name)
+    if not insecure:
+        _check_include_dirs(config)
     digest = program_digest(config.model, code)
     description = ProgramDescription(config.name, config.origin, digest, config.model, code)
     return description, CompileJob(config.name, code, config.settings)
+
+
+def _check_include_dirs(config: ProgramConfig) -> None:
+    """An -I directory is code as much as the config: it must be as safe as the config's."""
+    for flag in config.settings.cflags:
+        if flag.startswith("-I"):
+            directory = flag[2:]
+            try:
+                safe_files.listdir(directory)
+            except safe_files.UnsafePath as err:
+                raise SelectionError(
+                    f'{config.origin}: program "{config.name}": cflags: {flag}: refusing it: '
+                    f"{err}; {INSECURE_HINT}"
+                ) from None
+            except OSError as err:
+                raise SelectionError(
+                    f'{config.origin}: program "{config.name}": cflags: {flag}: {err.strerror}'
+                ) from None
 
 
 def _validate(texts: list[dict[str, str]], python: str) -> list[ProgramConfig]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -30,6 +30,7 @@ from typing import IO, Any
 from .. import capabilities
 from ..workers import runner, wire
 from ..workers.messages import (
+    MAX_REQUEST,
     CheckHeaders,
     CompileJob,
     Compiling,
@@ -48,7 +49,7 @@ from ..workers.messages import (
     decode_request,
     encode_reply,
 )
-from ..workers.plan import cost, plan
+from ..workers.plan import available_memory, compile_slots, cost, plan, usable_cpus
 from . import selection
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ STDERR_TAIL = 64 << 10  # what a job printed that the server is told
 class Options:
     python: str  # the interpreter of the compile workers (it must import bcc)
     timeout: float  # seconds one job may take
-    jobs: int  # compile workers at once
+    jobs: int  # compiles at once; 0: from the CPUs and memory available (plan.compile_slots)
     compile: bool  # False for `list`: selections only
     settings: selection.Settings
 
@@ -97,7 +98,7 @@ def parse_options(argv: list[str]) -> tuple[int, int, Options]:
         only=a.only,
         insecure=a.insecure,
     )
-    return a.fd, a.parent, Options(a.python, a.timeout, max(1, a.jobs), a.compile, settings)
+    return a.fd, a.parent, Options(a.python, a.timeout, max(0, a.jobs), a.compile, settings)
 
 
 def main(argv: list[str]) -> int:
@@ -130,7 +131,7 @@ def serve(sock: socket.socket, options: Options) -> None:
     slots = threading.BoundedSemaphore(MAX_PARALLEL)
     while True:
         try:
-            data, fds, flags, _ = socket.recv_fds(sock, 4096, 1)
+            data, fds, flags, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
         except OSError as err:
             log.error("cannot read requests: %s", err)
             return
@@ -167,15 +168,33 @@ def _reply_socket(fds: list[int], flags: int) -> socket.socket:
     return reply
 
 
+# One reload at a time, and not more often than this: each compiles programs as root, and a
+# compromised server could otherwise ask for them without end.
+_RELOADING = threading.Lock()
+MIN_RELOAD_INTERVAL = 1.0
+_last_reload = [0.0]
+
+
 def _serve_one(
     reply: socket.socket, request: Request, options: Options, slots: threading.BoundedSemaphore
 ) -> None:
     try:
         with reply:
-            if isinstance(request, CheckHeaders):
-                _check_headers(reply, options)
-            else:
-                _reload(reply, request.have, options)
+            try:
+                if isinstance(request, CheckHeaders):
+                    _check_headers(reply, options)
+                    return
+                with _RELOADING:
+                    time.sleep(max(0.0, _last_reload[0] + MIN_RELOAD_INTERVAL - time.monotonic()))
+                    try:
+                        _reload(reply, request.have, options)
+                    finally:
+                        _last_reload[0] = time.monotonic()
+            except Exception as err:  # noqa: BLE001 - the server hears of it; the spawner goes on
+                log.exception("request failed")
+                _answer(
+                    reply, Refused(f"the privileged spawner failed: {type(err).__name__}: {err}")
+                )
     finally:
         slots.release()
 
@@ -190,20 +209,31 @@ def _answer(reply: socket.socket, message: Reply, fds: list[int] | None = None) 
 
 
 def _reload(reply: socket.socket, have: frozenset[str], options: Options) -> None:
+    # A first load imports bcc (the compile workers' parent) while the config is read.
+    zygote = Zygote.start(options.python) if options.compile and not have else None
     try:
-        programs = selection.read(options.settings, options.python)
-    except selection.SelectionError as err:
-        _answer(reply, Refused(str(err)))
-        return
-    todo = [job for d, job in programs if options.compile and d.digest not in have]
-    described = Selection(tuple(d for d, _ in programs), tuple(j.program for j in todo))
-    if _answer(reply, described):
-        _compile(todo, options, reply)
+        try:
+            programs = selection.read(options.settings, options.python)
+        except selection.SelectionError as err:
+            _answer(reply, Refused(str(err)))
+            return
+        todo = [job for d, job in programs if options.compile and d.digest not in have]
+        described = Selection(tuple(d for d, _ in programs), tuple(j.program for j in todo))
+        if not _answer(reply, described):
+            return
+        if todo:
+            zygote = zygote or Zygote.start(options.python)
+            _compile(todo, options, zygote, reply)
         _answer(reply, Done())
+    finally:
+        if zygote is not None:
+            zygote.close()
 
 
-def _compile(jobs: list[CompileJob], options: Options, reply: socket.socket) -> None:
-    """Every job, in `options.jobs` workers at once, each compiling its share in turn; every
+def _compile(
+    jobs: list[CompileJob], options: Options, zygote: Zygote, reply: socket.socket
+) -> None:
+    """Every job, in `options.jobs` compiles at once, each compiling its share in turn; every
     answer relayed as it comes (a program's fds are closed here once the server has them: a
     copy kept would keep it attached after the server closed its own)."""
     lock = threading.Lock()
@@ -219,14 +249,15 @@ def _compile(jobs: list[CompileJob], options: Options, reply: socket.socket) -> 
 
     def run_share(share: list[int]) -> None:
         batch: list[Job] = [jobs[i] for i in share]
-        while batch and not gone.is_set():  # a worker that died leaves the rest to a fresh one
+        while batch and not gone.is_set():  # a compile that died leaves the rest to a fresh one
             answered = 0
-            for message, fds in run_worker(batch, options.python, options.timeout, gone.is_set):
+            for message, fds in zygote.share(batch, options.timeout, gone.is_set):
                 relay(message, fds)
                 answered += not isinstance(message, Compiling)
             batch = batch[max(answered, 1) :]
 
-    shares = plan([cost(job) for job in jobs], options.jobs)
+    slots = options.jobs or compile_slots(usable_cpus(), available_memory())
+    shares = plan([cost(job) for job in jobs], slots)
     threads = [threading.Thread(target=run_share, args=(share,)) for share in shares]
     for thread in threads:
         thread.start()
@@ -235,64 +266,104 @@ def _compile(jobs: list[CompileJob], options: Options, reply: socket.socket) -> 
 
 
 def _check_headers(reply: socket.socket, options: Options) -> None:
-    for message, fds in run_worker([HeaderJob()], options.python, options.timeout, lambda: False):
-        wire.close(fds)
-        if isinstance(message, Headers):
-            _answer(reply, message)
-            return
-        if isinstance(message, Failed):
-            _answer(reply, Headers(None, message.error))
-            return
+    # Without bcc: a check cached for these headers needs none (a miss imports it).
+    zygote = Zygote.start(options.python, preload=False)
+    try:
+        for message, fds in zygote.share([HeaderJob()], options.timeout, lambda: False):
+            wire.close(fds)
+            if isinstance(message, Headers):
+                _answer(reply, message)
+                return
+            if isinstance(message, Failed):
+                _answer(reply, Headers(None, message.error))
+                return
+    finally:
+        zygote.close()
 
 
-# Workers running now, killed when the server goes.
+# Compile workers' parents running now, killed when the server goes.
 _RUNNING: set[subprocess.Popen[bytes]] = set()
 
 
-def run_worker(
-    jobs: list[Job], python: str, timeout: float, cancelled: Callable[[], bool]
-) -> Iterator[tuple[Reply, list[int]]]:
-    """One compile worker on a batch of jobs: for each job it answers, Compiling and then its
-    Loaded/Failed/Headers; if it dies or takes over `timeout` on a job, Failed for that job
-    (stage "worker") and nothing after: the caller runs the rest in a fresh worker."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with parent, tempfile.TemporaryFile() as early_stderr:
-        with child:
+class Zygote:
+    """The compile workers' parent (`python -I -m exporter.loader`): it imports bcc once and
+    forks a child for each share of jobs; it lives for one start, reload or header check."""
+
+    def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket, stderr: IO[bytes]):
+        self.process = process
+        self.sock = sock
+        self.stderr = stderr
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, python: str, preload: bool = True) -> Zygote:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for the zygote's life
+        with theirs:
             try:
                 process = runner.start(
                     python,
                     COMPILE_WORKER,
-                    [str(child.fileno())],
-                    pass_fds=[child.fileno()],
-                    stdin=subprocess.PIPE,
-                    stderr=early_stderr,
+                    [str(theirs.fileno()), *([] if preload else ["--no-preload"])],
+                    pass_fds=[theirs.fileno()],
+                    stderr=stderr,
                 )
-            except OSError as err:
-                yield _failed(jobs[0], f"cannot run the compile worker: {err}", ""), []
-                return
+            except OSError:
+                ours.close()
+                stderr.close()
+                raise
         _RUNNING.add(process)
+        return cls(process, ours, stderr)
+
+    def share(
+        self, jobs: list[Job], timeout: float, cancelled: Callable[[], bool]
+    ) -> Iterator[tuple[Reply, list[int]]]:
+        """One child on a batch of jobs: for each job it answers, Compiling and then its
+        Loaded/Failed/Headers; if it dies or takes over `timeout` on a job, Failed for that job
+        (stage "worker") and nothing after: the caller sends the rest in another share."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            try:
+                with theirs, self._lock:
+                    wire.send(
+                        self.sock, {"jobs": [job.to_json() for job in jobs]}, [theirs.fileno()]
+                    )
+            except OSError:
+                yield _failed(jobs[0], self._died(), _tail(self.stderr)), []
+                return
+            yield from self._answers(ours, jobs, timeout, cancelled)
+
+    def _answers(
+        self, sock: socket.socket, jobs: list[Job], timeout: float, cancelled: Callable[[], bool]
+    ) -> Iterator[tuple[Reply, list[int]]]:
         stderr: IO[bytes] | None = None
+        pid = 0
         answered = 0
+        sock.settimeout(timeout)
         try:
-            _write_jobs(process, jobs)
-            parent.settimeout(timeout)
             while answered < len(jobs) and not cancelled():
                 try:
-                    message, fds = wire.receive(parent)
+                    message, fds = wire.receive(sock)
                 except TimeoutError:
-                    process.kill()
-                    said = _tail(stderr)
+                    if pid:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
                     why = f"compile worker timed out after {timeout:g} s"
-                    yield _failed(jobs[answered], why, said), []
+                    yield _failed(jobs[answered], why, _tail(stderr)), []
                     return
-                if not message:
-                    said = _tail(stderr) if stderr else _tail(early_stderr)
-                    yield _failed(jobs[answered], _died(process), said), []
+                if "exited" in message or not message:
+                    said = _tail(stderr) if stderr else _tail(self.stderr)
+                    how = (
+                        f"compile worker died {_how(message['exited'])}"
+                        if message
+                        else self._died()
+                    )
+                    yield _failed(jobs[answered], how, said), []
                     return
                 if "compiling" in message:
                     if stderr is not None:
                         stderr.close()
-                    stderr = os.fdopen(fds[0], "rb")
+                    stderr, pid = os.fdopen(fds[0], "rb"), int(message["pid"])
                     yield Compiling(_name(jobs[answered])), []
                     continue
                 yield _result(jobs[answered], message, _tail(stderr)), fds
@@ -300,10 +371,28 @@ def run_worker(
         finally:
             if stderr is not None:
                 stderr.close()
-            if answered < len(jobs):
-                process.kill()
-            _reap(process)
-            _RUNNING.discard(process)
+            if answered < len(jobs) and pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)  # cancelled: nobody takes its programs
+
+    def _died(self) -> str:
+        code = self.process.poll()
+        return "the compile workers' parent " + (
+            "is gone" if code is None else f"died {_how(code)}"
+        )
+
+    def close(self) -> None:
+        """EOF: it leaves once its children have."""
+        self.sock.close()
+        _reap(self.process)
+        _RUNNING.discard(self.process)
+        self.stderr.close()
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        return f"(killed by {signal.Signals(-code).name})"
+    return f"(exited with status {code})"
 
 
 def _name(job: Job) -> str:
@@ -341,24 +430,6 @@ def _tail(file: IO[bytes] | None) -> str:
     size = file.seek(0, os.SEEK_END)
     file.seek(max(0, size - STDERR_TAIL))
     return file.read().decode(errors="replace")
-
-
-def _write_jobs(process: subprocess.Popen[bytes], jobs: list[Job]) -> None:
-    assert process.stdin is not None
-    try:
-        process.stdin.write(json.dumps([job.to_json() for job in jobs]).encode())
-    except BrokenPipeError:
-        pass  # it died at once: its stderr says why
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            process.stdin.close()
-
-
-def _died(process: subprocess.Popen[bytes]) -> str:
-    _reap(process)
-    code = process.returncode
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-    return f"compile worker died ({how})"
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:

@@ -220,11 +220,16 @@ class CheckHeaders:
 
 
 Request = Reload | CheckHeaders
-MAX_HAVE = 10_000
+# A program digest is 67 bytes of JSON: the largest request fits one SEQPACKET message
+# (net.core.wmem_default, ~208 KiB) with room to spare.
+MAX_HAVE = 2_000
+MAX_REQUEST = 160_000
 
 
 def encode_request(request: Request) -> bytes:
     if isinstance(request, Reload):
+        if len(request.have) > MAX_HAVE:
+            raise MessageError(f"reload: more than {MAX_HAVE} programs")
         return json.dumps({"reload": {"have": sorted(request.have)}}).encode()
     return json.dumps({"check_headers": {}}).encode()
 
@@ -232,8 +237,8 @@ def encode_request(request: Request) -> bytes:
 def decode_request(data: bytes) -> Request:
     try:
         message = json.loads(data)
-    except ValueError as err:
-        raise MessageError(f"not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:
+        raise MessageError(f"not JSON: {type(err).__name__}") from None
     if message == {"check_headers": {}}:
         return CheckHeaders()
     body = _fields(_fields(message, {"reload"}, "a request")["reload"], {"have"}, "reload")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -168,7 +169,7 @@ def test_the_serving_process_is_an_unprivileged_user(daemon, tmp_path: Path):
 # attacker who runs code in the server would try. Prints one JSON object.
 ATTACKER = textwrap.dedent(
     """
-    import json, os, socket, sys
+    import ctypes, fcntl, json, os, socket, struct, sys
     from exporter import kallsyms
     from exporter.privsep import drop, selection
     from exporter.privsep.client import Spawner
@@ -186,6 +187,13 @@ ATTACKER = textwrap.dedent(
         key, _, value = line.partition(":")
         found["status"][key] = value.strip()
 
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def bpf(cmd, attr):
+        if libc.syscall(321, cmd, attr, len(attr)) < 0:
+            return os.strerror(ctypes.get_errno())
+        return "done"
+
     def attempt(name, action):
         try:
             action()
@@ -199,6 +207,8 @@ ATTACKER = textwrap.dedent(
     attempt("signal_root", lambda: os.kill(int(victim), 0))
     code = os.path.join(os.path.dirname(selection.__file__), "..", "loader", "__main__.py")
     attempt("rewrite_worker_code", lambda: open(code, "a").write("pwned"))
+    # TIOCSTI: type into whatever terminal this process has (seccomp says no before the tty).
+    attempt("tiocsti", lambda: fcntl.ioctl(1, 0x5412, b"x"))
 
     # Anything but a reload or a header check is refused; a reload compiles the disk's config.
     answers = []
@@ -215,11 +225,20 @@ ATTACKER = textwrap.dedent(
     found["raw"] = answers
     compiled = []
     for reply, fds in spawner.ask(Reload()):
-        wire.close(fds)
         if isinstance(reply, Selection):
             found["selection"] = [p.name for p in reply.programs]
         if isinstance(reply, Loaded):
             compiled.append(reply.program)
+            # With the fds it holds: run a program with a context of its choosing (a
+            # raw-tracepoint program following a pointer argument would read any kernel
+            # memory), or write a map. bpf(2) answers EPERM to both (seccomp).
+            prog = fds[reply.meta["functions"][0]["fd"]]
+            amap = fds[reply.meta["maps"][0]["fd"]]
+            attr = ctypes.create_string_buffer(struct.pack("=II", prog, 0) + bytes(72))
+            found["prog_test_run"] = bpf(10, attr)
+            attr = ctypes.create_string_buffer(struct.pack("=I", amap) + bytes(76))
+            found["map_update"] = bpf(2, attr)
+        wire.close(fds)
     found["compiled"] = compiled
     spawner.close()
     print(json.dumps(found))
@@ -266,6 +285,9 @@ def test_a_process_in_the_servers_credential_state_cannot_escalate(tmp_path: Pat
     assert found["write_core_pattern"] == "PermissionError"
     assert found["signal_root"] == "PermissionError"
     assert found["rewrite_worker_code"] == "PermissionError"
+    assert found["tiocsti"] == "PermissionError"
+    assert state["Seccomp"] == "2"
+    assert found["prog_test_run"] == found["map_update"] == os.strerror(errno.EPERM)
     assert root_file.read_text() == "root's\n"
     for answer in found["raw"]:
         assert "the privileged spawner refused the request" in answer["refused"]["error"]
@@ -390,7 +412,19 @@ RULES = {
     "group-writable config": ({}, ("file", 0o664)),
     "config in a directory others can write": ({}, ("dir", 0o757)),
     "config owned by another user": ({}, ("owner", NOBODY)),
+    "include directory others can write": ({"cflags": ["-I{open}"]}, None),
     "a good config": ({}, None),
+}
+
+
+REFUSALS = {
+    "cflags that load code": "cflags: '-fplugin=/tmp/x.so' is not allowed",
+    "cflags outside the allowlist": "cflags: '-fno-builtin' is not allowed",
+    "relative include directory": "cflags: '-Irelative' is not allowed",
+    "group-writable config": "is writable by group (mode 0664)",
+    "config in a directory others can write": "is writable by others (mode 0757)",
+    "config owned by another user": f"is owned by uid {NOBODY}, neither root",
+    "include directory others can write": "/open: refusing it: directory",
 }
 
 
@@ -402,9 +436,11 @@ def test_config_check_and_serving_agree_on_every_rule(rule: str, tmp_path: Path)
     directory.mkdir()
     text = getppid_counter("good")
     if change:
-        text = text.replace(
-            "    code: |", f"    cflags: {json.dumps(change['cflags'])}\n    code: |"
-        )
+        opened = tmp_path / "open"
+        opened.mkdir()
+        opened.chmod(0o777)
+        cflags = [flag.format(open=opened) for flag in change["cflags"]]
+        text = text.replace("    code: |", f"    cflags: {json.dumps(cflags)}\n    code: |")
     config = directory / "good.yaml"
     config.write_text(text)
     if setup is not None:
@@ -440,4 +476,5 @@ def test_config_check_and_serving_agree_on_every_rule(rule: str, tmp_path: Path)
     refusal = check.stderr.strip().splitlines()[-1]
     assert refusal.startswith("bcc_exporter: ")
     assert served.stderr.strip().splitlines()[-1] == refusal
+    assert REFUSALS[rule] in refusal
     assert stat.S_IMODE(directory.stat().st_mode) in (0o755, 0o757)

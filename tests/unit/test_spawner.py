@@ -21,6 +21,7 @@ from exporter.privsep.selection import Settings
 from exporter.privsep.spawner import Options
 from exporter.workers import wire
 from exporter.workers.messages import (
+    MAX_HAVE,
     CheckHeaders,
     CompileSettings,
     Done,
@@ -191,8 +192,25 @@ def test_the_spawner_itself_refuses_anything_but_its_requests(spawner: Spawner):
     # Two fds, or none: refused without an answer (EOF on the reply socket).
     assert raw_request(spawner, encode_request(Reload()), fds=2) == {}
     raw_request(spawner, encode_request(Reload()), fds=0)
+    # Nested past the parser's recursion limit: refused like any other bad JSON.
+    assert "refused" in raw_request(spawner, b"[" * 5000 + b"]" * 5000)["refused"]["error"]
     # And it still serves: a refusal never stops it.
     assert "refused" in raw_request(spawner, b"{}")["refused"]["error"]
+    assert spawner.process.poll() is None
+
+
+def test_a_reload_naming_many_programs_is_answered(spawner: Spawner):
+    """A server running hundreds of programs names them all: the request is not cut."""
+    have = frozenset(f"{i:064x}" for i in range(MAX_HAVE))
+    got = replies(spawner, Reload(have))
+    assert isinstance(got[0], Selection) and isinstance(got[-1], Done)
+
+
+def test_a_failure_inside_the_spawner_is_an_answer_not_silence(spawner: Spawner, config_dir: Path):
+    (config_dir / "nul.yaml").write_text('programs: [{name: nul, source: "prog\\0.c"}]')
+    [refused] = replies(spawner, Reload())
+    assert isinstance(refused, Refused)
+    assert refused.error.startswith("the privileged spawner failed: ValueError")
     assert spawner.process.poll() is None
 
 
