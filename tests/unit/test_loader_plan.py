@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 from exporter.config import select
 from exporter.workers.messages import CompileJob, CompileSettings
-from exporter.workers.plan import cost, plan
+from exporter.workers.plan import (
+    COMPILE_BYTES,
+    MAX_COMPILES,
+    available_memory,
+    compile_slots,
+    cost,
+    plan,
+    usable_cpus,
+)
 
 NO_SETTINGS = CompileSettings((), (), (), (), "")
 
@@ -42,3 +53,45 @@ def test_the_default_programs_are_shared_evenly_costliest_first():
     assert costs[shares[0][0]] == max(costs)
     loads = sorted(sum(costs[i] for i in share) for share in shares)
     assert loads[1] - loads[0] <= max(costs)
+
+
+# --- how many compile at once --------------------------------------------------------------
+
+MB = 1 << 20
+
+
+def test_compiles_at_once_follow_cpus_up_to_a_bound_that_no_cpu_count_raises():
+    assert compile_slots(2, 24_000 * MB) == 2
+    assert compile_slots(16, 24_000 * MB) == compile_slots(128, 24_000 * MB) == MAX_COMPILES
+
+
+def test_compiles_at_once_fit_in_half_the_available_memory():
+    assert compile_slots(16, 4 * COMPILE_BYTES) == 2
+    assert compile_slots(16, COMPILE_BYTES) == 1  # one always runs
+    assert compile_slots(3, None) == 3  # memory unknown: the CPUs decide
+
+
+def test_a_cgroup_limit_is_the_memory_available(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 25000000 kB\nMemAvailable: 20000000 kB\n")
+    leaf = tmp_path / "kubepods" / "pod"
+    leaf.mkdir(parents=True)
+    (leaf / "memory.max").write_text("max\n")
+    (leaf.parent / "memory.max").write_text(f"{600 * MB}\n")
+    (leaf.parent / "memory.current").write_text(f"{100 * MB}\n")
+    (leaf.parent / "cpu.max").write_text("150000 100000\n")
+    with patch_root(tmp_path):
+        assert available_memory(meminfo, leaf) == 500 * MB
+        assert usable_cpus(leaf) == min(2, len(os.sched_getaffinity(0)))
+    assert available_memory(meminfo, None) is not None
+
+
+@contextmanager
+def patch_root(root):
+    import exporter.workers.plan as module
+
+    saved, module.CGROUP_ROOT = module.CGROUP_ROOT, root
+    try:
+        yield
+    finally:
+        module.CGROUP_ROOT = saved
