@@ -11,6 +11,12 @@ The tree is walked at the first decode and again when an id is missing (a cgroup
 at most once per MIN_REFRESH_SECONDS (see _refresh.py). Ids still missing (a cgroup removed
 before the scrape) decode to "unknown", one series for all of them. With no cgroup2 mounted
 (cgroup v1 only) everything is "unknown" and one warning is logged.
+
+`v1: true` (set by the ebpf_exporter v1 translation) decodes as v1.2.5 did: the input is the
+text of a previous decoder (v1 configs write `decoders: [uint, cgroup]`), the tree walked is
+/sys/fs/cgroup (option `cgroupfs`) whatever is mounted there, the path includes it
+("/sys/fs/cgroup/system.slice/ssh.service"), and an id not found is "unknown_cgroup_id:<id>",
+looked up again later.
 """
 
 import logging
@@ -21,12 +27,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._base import TEXT_INPUT, DecoderError, Unresolved
+from ._base import TEXT_INPUT, V1, DecoderError, Unresolved, flag
 from ._refresh import Snapshot
 
 log = logging.getLogger(__name__)
 
 MOUNTS = "/proc/self/mounts"
+V1_ROOT = "/sys/fs/cgroup"
 UNKNOWN = b"unknown"
 
 
@@ -124,6 +131,16 @@ def tree_options(options: Mapping[str, Any]) -> tuple[Path | None, Path]:
 
 class Cgroup:
     def __init__(self, options: Mapping[str, Any], size: int) -> None:
+        self._v1 = flag(options, V1, "cgroup")
+        if self._v1:
+            if size != TEXT_INPUT:
+                raise DecoderError(
+                    "cgroup in a v1 config decodes the text of uint, as v1 did: "
+                    "decoders [uint, cgroup]"
+                )
+            self._root = Path(options.get("cgroupfs") or V1_ROOT)
+            self._paths = CgroupPaths(self._root, Path(MOUNTS), "cgroup")
+            return
         if size == TEXT_INPUT:
             raise DecoderError("cgroup decodes a raw field, so it must be the first decoder")
         if size != 8:
@@ -131,9 +148,17 @@ class Cgroup:
         self._paths = CgroupPaths(*tree_options(options), "cgroup")
 
     def decode(self, data: bytes) -> bytes:
+        if self._v1:
+            return self._decode_v1(int(data))
         reads = self._paths.reads
         path, known = self._paths.find(int.from_bytes(data, sys.byteorder))
         if not known and self._paths.reads == reads:
             # Not in a read older than this miss (rate-limited): maybe a cgroup made since.
             raise Unresolved(UNKNOWN)
         return path or UNKNOWN  # not there now: removed, or never a cgroup
+
+    def _decode_v1(self, cgroup_id: int) -> bytes:
+        path, _ = self._paths.find(cgroup_id)
+        if path is None:
+            raise Unresolved(f"unknown_cgroup_id:{cgroup_id}".encode())
+        return os.fsencode(self._root) + (b"" if path == b"/" else path)

@@ -94,9 +94,9 @@ def test_concurrent_misses_read_once(
     reads = []
     read = ksym.read_kallsyms
 
-    def counted(path: Path) -> ksym.Symbols:
+    def counted(path: Path, v1: bool = False) -> ksym.Symbols:
         reads.append(path)
-        return read(path)
+        return read(path, v1)
 
     monkeypatch.setattr(ksym, "read_kallsyms", counted)
     decoder = Ksym({"kallsyms": str(kallsyms)}, 8)
