@@ -132,3 +132,22 @@ def test_other_widths_are_rejected(size: int) -> None:
 def test_text_input_is_rejected() -> None:
     with pytest.raises(DecoderError, match="cgroup decodes a raw field"):
         Cgroup({}, TEXT_INPUT)
+
+
+def test_v1_decodes_uint_text_to_paths_with_the_root(cgroupfs: Path) -> None:
+    decoder = Cgroup({"v1": True, "cgroupfs": str(cgroupfs)}, TEXT_INPUT)
+
+    def text_id(path: Path) -> bytes:
+        return str(os.stat(path).st_ino).encode()
+
+    assert decoder.decode(text_id(cgroupfs)) == str(cgroupfs).encode()
+    ssh = cgroupfs / "system.slice/ssh.service"
+    assert decoder.decode(text_id(ssh)) == str(ssh).encode()
+    with pytest.raises(Unresolved) as unknown:
+        decoder.decode(b"12345")
+    assert unknown.value.value == b"unknown_cgroup_id:12345"
+
+
+def test_v1_decodes_text_only() -> None:
+    with pytest.raises(DecoderError, match=r"decoders \[uint, cgroup\]"):
+        Cgroup({"v1": True}, 8)
