@@ -16,9 +16,14 @@ before the scrape) decode to "unknown", one series for all of them. With no cgro
 text of a previous decoder (v1 configs write `decoders: [uint, cgroup]`), the tree walked is
 /sys/fs/cgroup (option `cgroupfs`) whatever is mounted there, the path includes it
 ("/sys/fs/cgroup/system.slice/ssh.service"), and an id not found is "unknown_cgroup_id:<id>",
-looked up again later.
+looked up again later. v1 named each directory by the first 8 bytes of its file handle
+(name_to_handle_at(2): a cgroup's id on cgroup file systems), walking in lexical order with
+later directories winning; so does this. On a hybrid host (cgroup2 at /sys/fs/cgroup/unified)
+the root cgroup is "/sys/fs/cgroup/unified", and an id that a cgroup v1 hierarchy's directory
+also has takes the lexically last path, as in v1.
 """
 
+import ctypes
 import logging
 import os
 import re
@@ -35,6 +40,48 @@ log = logging.getLogger(__name__)
 MOUNTS = "/proc/self/mounts"
 V1_ROOT = "/sys/fs/cgroup"
 UNKNOWN = b"unknown"
+AT_FDCWD = -100
+MAX_HANDLE_SZ = 128
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [
+        ("handle_bytes", ctypes.c_uint),
+        ("handle_type", ctypes.c_int),
+        ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def handle_id(path: bytes) -> int | None:
+    """The first 8 bytes of the file handle of `path` as a number (v1's cgroup id), or None."""
+    handle, mount_id = _FileHandle(handle_bytes=MAX_HANDLE_SZ), ctypes.c_int()
+    if _libc.name_to_handle_at(AT_FDCWD, path, ctypes.byref(handle), ctypes.byref(mount_id), 0):
+        return None
+    if handle.handle_bytes < 8:
+        return None
+    return int.from_bytes(bytes(handle.f_handle[:8]), sys.byteorder)
+
+
+def walk_handles(root: Path) -> dict[int, bytes]:
+    """v1's tree: handle id -> full path of every directory from `root` down, depth first in
+    lexical order (Go's filepath.WalkDir), a later directory winning an id."""
+    paths: dict[int, bytes] = {}
+    pending = [os.fsencode(root)]
+    while pending:
+        directory = pending.pop()
+        found = handle_id(directory)
+        if found is not None:
+            paths[found] = directory
+        try:
+            with os.scandir(directory) as entries:
+                subdirectories = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:  # removed while walking
+            continue
+        pending.extend(sorted(subdirectories, reverse=True))  # popped in lexical order
+    return paths
 
 
 def cgroup2_mount(mounts: Path) -> Path | None:
@@ -138,8 +185,8 @@ class Cgroup:
                     "cgroup in a v1 config decodes the text of uint, as v1 did: "
                     "decoders [uint, cgroup]"
                 )
-            self._root = Path(options.get("cgroupfs") or V1_ROOT)
-            self._paths = CgroupPaths(self._root, Path(MOUNTS), "cgroup")
+            root = Path(options.get("cgroupfs") or V1_ROOT)
+            self._handles = Snapshot(lambda: walk_handles(root))
             return
         if size == TEXT_INPUT:
             raise DecoderError("cgroup decodes a raw field, so it must be the first decoder")
@@ -158,7 +205,7 @@ class Cgroup:
         return path or UNKNOWN  # not there now: removed, or never a cgroup
 
     def _decode_v1(self, cgroup_id: int) -> bytes:
-        path, _ = self._paths.find(cgroup_id)
+        path = self._handles.current().get(cgroup_id) or self._handles.refresh().get(cgroup_id)
         if path is None:
             raise Unresolved(f"unknown_cgroup_id:{cgroup_id}".encode())
-        return os.fsencode(self._root) + (b"" if path == b"/" else path)
+        return path

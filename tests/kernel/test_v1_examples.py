@@ -4,6 +4,7 @@ attaches once per probe (bpftool shows one attachment) and counts exactly.
 - timers.yaml: TRACEPOINT_PROBE listed under tracepoints: (which BCC has attached already
   while compiling), a ksym label; and the same function mapped to a second tracepoint.
 - timers-raw-tracepoints.yaml: RAW_TRACEPOINT_PROBE listed under raw_tracepoints:.
+- cgroup.yaml: a cgroup label (uint, then cgroup), named as v1 named it.
 - eaddrinuse.yaml: errors by function from sys_exit_* tracepoints, uint + static_map.
 - llcstat.yaml: perf_events (a software event here: this machine has no hardware ones).
 - bio-tracepoints.yaml: the block I/O latency histogram, majorminor device, static_map op.
@@ -16,6 +17,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from exporter.decoders.cgroup import cgroup2_mount
 
 from ..conftest import bpftool_show
 from . import workload
@@ -84,6 +87,31 @@ programs:
           if (!%(ours)s)
               return 0;
           calls.increment(key);
+          return 0;
+      }
+  - name: cgroup
+    metrics:
+      counters:
+        - name: cgroup_getppid_calls_total
+          help: getppid calls of the test's workloads by cgroup
+          table: counts
+          labels:
+            - name: cgroup
+              size: 8
+              decoders:
+                - name: uint
+                - name: cgroup
+    tracepoints:
+      syscalls:sys_enter_getppid: tracepoint__syscalls__sys_enter_getppid
+    code: |
+      BPF_HASH(counts, u64);
+
+      TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+          char c[16];
+          bpf_get_current_comm(&c, sizeof(c));
+          if (!%(ours)s)
+              return 0;
+          counts.increment((u64) bpf_get_current_cgroup_id());
           return 0;
       }
   - name: raw_calls
@@ -243,6 +271,15 @@ def attachments(prog_ids: set[int]) -> collections.Counter[tuple[str, str]]:
     )
 
 
+def v1_cgroup_path() -> str:
+    """Our cgroup2 directory, as v1 named it (under /sys/fs/cgroup; unified/ on hybrid hosts)."""
+    mount = cgroup2_mount(Path("/proc/self/mounts"))
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    path = next(line[3:] for line in lines if line.startswith("0::"))
+    assert mount is not None and mount.is_relative_to("/sys/fs/cgroup"), mount
+    return str(mount / path.lstrip("/"))
+
+
 def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
     config = write_config("v1", STYLES % {"ours": OURS, "base": BASE, "pages": M})
     exporter = daemon(f"--config.file={config}")
@@ -260,6 +297,9 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         "getppid": value("ebpf_exporter_calls_total", comm=comm, syscall="getppid"),
         "getpgid": value("ebpf_exporter_calls_total", comm=comm, syscall="getpgid"),
         "raw getppid": value("ebpf_exporter_raw_getppid_total", comm=comm),
+        "cgroup getppid": value(
+            "ebpf_exporter_cgroup_getppid_calls_total", cgroup=v1_cgroup_path()
+        ),
         "bind EADDRINUSE": value("ebpf_exporter_socket_errors_total", function="bind", errno="98"),
         "connect ECONNREFUSED": value(
             "ebpf_exporter_socket_errors_total", function="connect", errno="111"
@@ -272,6 +312,7 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         "getppid": K,
         "getpgid": M,
         "raw getppid": K,
+        "cgroup getppid": K,
         "bind EADDRINUSE": K,
         "connect ECONNREFUSED": M,
         "faults": M,
@@ -280,6 +321,7 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
     expected = {
         "timers": {("tracepoint", "hrtimer_start"): 1},
         "calls": {("tracepoint", "sys_enter_getppid"): 1, ("tracepoint", "sys_enter_getpgid"): 1},
+        "cgroup": {("tracepoint", "sys_enter_getppid"): 1},
         "raw_calls": {("raw_tracepoint", "sys_enter"): 1},
         "socket_errors": {
             ("tracepoint", "sys_exit_bind"): 1,
@@ -289,6 +331,24 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
     for program, probes in expected.items():
         assert attachments(exporter.program_ids(program)) == probes, program
         assert value("ebpf_exporter_enabled_programs", name=program) == 1
+    # v1's program info: the mapped functions (not perf_events targets), tags as v1 printed
+    # them (a number: no leading zeros).
+    tags = {entry["id"]: entry["tag"].lstrip("0") for entry in bpftool_show("prog")}
+    info = {
+        (dict(labels)["program"], dict(labels)["function"]): dict(labels)["tag"]
+        for (sample, labels) in samples
+        if sample == "ebpf_exporter_ebpf_programs"
+    }
+    assert sorted(info) == [
+        ("calls", "tracepoint__syscalls__sys_enter_getppid"),
+        ("cgroup", "tracepoint__syscalls__sys_enter_getppid"),
+        ("raw_calls", "raw_tracepoint__sys_enter"),
+        ("socket_errors", "tracepoint__syscalls__sys_exit_bind"),
+        ("socket_errors", "tracepoint__syscalls__sys_exit_connect"),
+        ("timers", "tracepoint__timer__hrtimer_start"),
+    ]
+    for (program, _), tag in info.items():
+        assert tag in {tags[i] for i in exporter.program_ids(program)}, (program, tag)
 
 
 BIO_TRACEPOINTS = """
