@@ -23,6 +23,7 @@ from exporter.decoders.cgroup import cgroup2_mount
 from ..conftest import bpftool_show
 from . import workload
 from .test_prog_biolatency import SIZE, loop_device  # noqa: F401 - a fixture
+from .test_v1 import kprobes_available
 
 K = 23  # bcc's rule for tools: a prime number of events
 M = 29
@@ -265,7 +266,7 @@ for i in range({M}):
 def attachments(prog_ids: set[int]) -> collections.Counter[tuple[str, str]]:
     """(kind, tracepoint) -> how many attachments of the given programs the kernel has."""
     return collections.Counter(
-        (entry["fd_type"], entry.get("tracepoint", ""))
+        (entry["fd_type"], entry.get("tracepoint") or entry.get("func", ""))
         for entry in bpftool_show("perf")
         if entry["prog_id"] in prog_ids
     )
@@ -507,3 +508,42 @@ def test_v1_bio_tracepoints_names_devices_as_v1(daemon, write_config, loop_devic
         ("tracepoint", "block_rq_issue"): 1,
         ("tracepoint", "block_rq_complete"): 1,
     }
+
+
+# A kprobe__ function BCC attaches while compiling, listed under kprobes: as v1 configs list it.
+KPROBE_STYLE = """
+programs:
+  - name: kprobes
+    metrics:
+      counters:
+        - name: kprobe_getppid_total
+          help: getppid calls by comm, from a kprobe
+          table: calls
+          labels:
+            - {name: comm, size: 16, decoders: [{name: string}]}
+    kprobes:
+      __x64_sys_getppid: kprobe____x64_sys_getppid
+    code: |
+      struct key_t { char comm[16]; };
+      BPF_HASH(calls, struct key_t);
+
+      int kprobe____x64_sys_getppid(struct pt_regs *ctx) {
+          struct key_t key = {};
+          char *c = key.comm;
+          bpf_get_current_comm(&key.comm, sizeof(key.comm));
+          if (!%(ours)s)
+              return 0;
+          calls.increment(key);
+          return 0;
+      }
+"""
+
+
+def test_v1_kprobe_function_listed_under_kprobes_attaches_once(daemon, write_config):
+    if not kprobes_available():
+        pytest.skip("this kernel has no kprobes (no /sys/bus/event_source/devices/kprobe)")
+    exporter = daemon(f"--config.file={write_config('kprobes', KPROBE_STYLE % {'ours': OURS})}")
+    comm = workload.unique_comm()
+    workload.run(comm, f"for _ in range({K}): os.getppid()")
+    assert exporter.value("ebpf_exporter_kprobe_getppid_total", comm=comm) == K
+    assert attachments(exporter.program_ids("kprobes")) == {("kprobe", "__x64_sys_getppid"): 1}
