@@ -232,6 +232,8 @@ def _counter(counter: V1Counter) -> dict[str, Any]:
         "map": counter.table,
         "perf_map": counter.perf_map,
         "labels": _labels(counter.labels),
+        # v1's client printed a counter's samples under its name as given ("oom_kills").
+        "untyped": not counter.name.endswith("_total"),
     }
 
 

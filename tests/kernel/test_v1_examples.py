@@ -191,7 +191,7 @@ programs:
   - name: faults
     metrics:
       counters:
-        - name: page_faults_total
+        - name: page_faults  # no _total, as oomkill.yaml's oom_kills
           help: Page faults in the test's mapping, by comm
           table: faults
           labels:
@@ -305,7 +305,7 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         "connect ECONNREFUSED": value(
             "ebpf_exporter_socket_errors_total", function="connect", errno="111"
         ),
-        "faults": value("ebpf_exporter_page_faults_total", comm=comm),
+        "faults": value("ebpf_exporter_page_faults", comm=comm),
     }
     # Twice attached would count twice: every figure is the workload's, exactly.
     assert seen == {
@@ -318,6 +318,8 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         "connect ECONNREFUSED": M,
         "faults": M,
     }
+    # A counter named without _total keeps v1's sample name (untyped: no _total added).
+    assert "# TYPE ebpf_exporter_page_faults untyped\n" in exporter.get("/metrics").decode()
     # And the kernel holds one attachment per probe.
     expected = {
         "timers": {("tracepoint", "hrtimer_start"): 1},

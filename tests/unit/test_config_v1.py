@@ -209,3 +209,12 @@ def test_v1_program_needs_probes_and_code(tmp_path):
     assert refusal(tmp_path, "code: |\n      int x;\n", "code: ''\n") == (
         "code: String should have at least 1 character"
     )
+
+
+def test_v1_counters_without_total_keep_their_sample_name(tmp_path):
+    [spec] = load_file(write(tmp_path, V1.replace("name: events_total", "name: oom_kills")))
+    counters = spec.program.metrics.counters
+    assert [(c.name, c.untyped) for c in counters] == [
+        ("timer_start_total", False),
+        ("oom_kills", True),
+    ]
