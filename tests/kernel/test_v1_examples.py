@@ -115,6 +115,44 @@ programs:
           counts.increment((u64) bpf_get_current_cgroup_id());
           return 0;
       }
+  - name: unlisted
+    metrics:
+      counters:
+        - name: unlisted_calls_total
+          help: getppid (listed function) and getpgid (TRACEPOINT_PROBE listed nowhere) calls
+          table: calls
+          labels:
+            - {name: comm, size: 16, decoders: [{name: string}]}
+            - name: syscall
+              size: 8
+              decoders:
+                - name: uint
+                - name: static_map
+                  static_map: {110: getppid, 121: getpgid}
+    tracepoints:
+      syscalls:sys_enter_getppid: count_getppid
+    code: |
+      struct key_t { char comm[16]; u64 nr; };
+      BPF_HASH(calls, struct key_t);
+
+      static int count(long nr) {
+          struct key_t key = {.nr = nr};
+          char *c = key.comm;
+          bpf_get_current_comm(&key.comm, sizeof(key.comm));
+          if (!%(ours)s)
+              return 0;
+          calls.increment(key);
+          return 0;
+      }
+
+      int count_getppid(struct tracepoint__syscalls__sys_enter_getppid *args) {
+          return count(args->__syscall_nr);
+      }
+
+      // Listed in no section: v1 never attached it, BCC does.
+      TRACEPOINT_PROBE(syscalls, sys_enter_getpgid) {
+          return count(args->__syscall_nr);
+      }
   - name: raw_calls
     metrics:
       counters:
@@ -298,6 +336,12 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         "getppid": value("ebpf_exporter_calls_total", comm=comm, syscall="getppid"),
         "getpgid": value("ebpf_exporter_calls_total", comm=comm, syscall="getpgid"),
         "raw getppid": value("ebpf_exporter_raw_getppid_total", comm=comm),
+        "unlisted getppid": value(
+            "ebpf_exporter_unlisted_calls_total", comm=comm, syscall="getppid"
+        ),
+        "unlisted getpgid": value(
+            "ebpf_exporter_unlisted_calls_total", comm=comm, syscall="getpgid"
+        ),
         "cgroup getppid": value(
             "ebpf_exporter_cgroup_getppid_calls_total", cgroup=v1_cgroup_path()
         ),
@@ -313,11 +357,15 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         "getppid": K,
         "getpgid": M,
         "raw getppid": K,
+        "unlisted getppid": K,
+        "unlisted getpgid": M,
         "cgroup getppid": K,
         "bind EADDRINUSE": K,
         "connect ECONNREFUSED": M,
         "faults": M,
     }
+    # v1's Go version collector has no equivalent: bcc_exporter_build_info says the version.
+    assert not any(sample == "ebpf_exporter_build_info" for (sample, _) in samples)
     # A counter named without _total keeps v1's sample name (untyped: no _total added).
     assert "# TYPE ebpf_exporter_page_faults untyped\n" in exporter.get("/metrics").decode()
     # And the kernel holds one attachment per probe.
@@ -325,6 +373,10 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         "timers": {("tracepoint", "hrtimer_start"): 1},
         "calls": {("tracepoint", "sys_enter_getppid"): 1, ("tracepoint", "sys_enter_getpgid"): 1},
         "cgroup": {("tracepoint", "sys_enter_getppid"): 1},
+        "unlisted": {
+            ("tracepoint", "sys_enter_getppid"): 1,
+            ("tracepoint", "sys_enter_getpgid"): 1,
+        },
         "raw_calls": {("raw_tracepoint", "sys_enter"): 1},
         "socket_errors": {
             ("tracepoint", "sys_exit_bind"): 1,
@@ -349,6 +401,7 @@ def test_v1_example_styles_attach_once_and_count_exactly(daemon, write_config):
         ("socket_errors", "tracepoint__syscalls__sys_exit_bind"),
         ("socket_errors", "tracepoint__syscalls__sys_exit_connect"),
         ("timers", "tracepoint__timer__hrtimer_start"),
+        ("unlisted", "count_getppid"),
     ]
     for (program, _), tag in info.items():
         assert tag in {tags[i] for i in exporter.program_ids(program)}, (program, tag)
@@ -549,3 +602,70 @@ def test_v1_kprobe_function_listed_under_kprobes_attaches_once(daemon, write_con
     workload.run(comm, f"for _ in range({K}): os.getppid()")
     assert exporter.value("ebpf_exporter_kprobe_getppid_total", comm=comm) == K
     assert attachments(exporter.program_ids("kprobes")) == {("kprobe", "__x64_sys_getppid"): 1}
+
+
+# What v1 let through and then failed on at every scrape (or counted wrong), here skips the
+# program at start, naming the problem; the other programs run.
+MISTAKES = """
+programs:
+  - name: unknown_kaddr
+    metrics:
+      counters:
+        - name: a_total
+          help: a
+          table: counts
+          labels: [{name: x, size: 8, decoders: [{name: ksym}]}]
+    tracepoints:
+      syscalls:sys_enter_getppid: count_getppid
+    kaddrs: [no_such_symbol_anywhere]
+    code: |
+      BPF_HASH(counts, u64);
+      int count_getppid(struct tracepoint__syscalls__sys_enter_getppid *args) {
+          counts.increment((u64) kaddr_no_such_symbol_anywhere);
+          return 0;
+      }
+  - name: short_labels
+    metrics:
+      counters:
+        - name: b_total
+          help: b
+          table: counts
+          labels: [{name: x, size: 4, decoders: [{name: uint}]}]
+    tracepoints:
+      syscalls:sys_enter_getppid: count_getppid
+    code: |
+      BPF_HASH(counts, u64);
+      int count_getppid(struct tracepoint__syscalls__sys_enter_getppid *args) {
+          counts.increment(1);
+          return 0;
+      }
+  - name: fine
+    metrics:
+      counters:
+        - name: c_total
+          help: c
+          table: counts
+          labels: [{name: x, size: 8, decoders: [{name: uint}]}]
+    tracepoints:
+      syscalls:sys_enter_getppid: count_getppid
+    code: |
+      BPF_HASH(counts, u64);
+      int count_getppid(struct tracepoint__syscalls__sys_enter_getppid *args) {
+          counts.increment(1);
+          return 0;
+      }
+"""
+
+
+def test_v1_mistakes_v1_let_pass_skip_the_program(daemon, write_config):
+    exporter = daemon(f"--config.file={write_config('mistakes', MISTAKES)}")
+    samples = exporter.scrape()
+    enabled = {
+        dict(labels)["name"]
+        for (sample, labels) in samples
+        if sample == "ebpf_exporter_enabled_programs"
+    }
+    assert enabled == {"fine"}
+    log = exporter.log()
+    assert 'program "unknown_kaddr"' in log and "no_such_symbol_anywhere" in log, log
+    assert "the labels span 4 bytes but the map's key is 8" in log, log
