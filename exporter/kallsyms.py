@@ -45,15 +45,17 @@ def _open(path: Path) -> BinaryIO:
     return path.open("rb")
 
 
-def symbols(path: Path = KALLSYMS) -> Iterator[tuple[int, bytes, bytes]]:
+def symbols(path: Path = KALLSYMS, module: bool = False) -> Iterator[tuple[int, bytes, bytes]]:
     """(address, type letter, name) of every symbol, in file order, as bytes: the ksym
-    decoder keeps ~120 000 of them and would triple its peak memory with str objects."""
+    decoder keeps ~120 000 of them and would triple its peak memory with str objects.
+    `module`: a module's symbol is named "foo_init\t[foo]", as ebpf_exporter v1 named it."""
     with _open(path) as f:
         for line in f:
             # "ffffffff8137a0e0 T vfs_read" or "ffffffffc06d1010 t foo_init\t[foo]"
             fields = line.split()
             if len(fields) >= 3:
-                yield int(fields[0], 16), fields[1], fields[2]
+                name = b"\t".join(fields[2:4]) if module else fields[2]
+                yield int(fields[0], 16), fields[1], name
 
 
 def addresses(names: Iterable[str], path: Path = KALLSYMS) -> dict[str, int]:

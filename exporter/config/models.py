@@ -92,6 +92,11 @@ class Counter(Metric):
     perf_map: str | None = Field(
         None, description="a BPF_PERF_OUTPUT map: each event counts 1 under its decoded labels"
     )
+    untyped: bool = Field(
+        False,
+        description="samples named as written (no _total added), typed untyped: how "
+        "ebpf_exporter v1 exported counters whose names do not end in _total",
+    )
 
     @model_validator(mode="after")
     def _map_or_perf_map(self) -> Counter:

@@ -1,6 +1,7 @@
 """Types shared by the decoder modules (kept apart from __init__ to avoid an import cycle)."""
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 # The field size a non-first decoder is built with: its input is text from the previous
 # decoder, not a raw field. Real fields are never 0 bytes wide, so the value is unambiguous.
@@ -27,3 +28,16 @@ class Unresolved(Exception):
 
 class Decoder(Protocol):
     def decode(self, data: bytes) -> bytes: ...
+
+
+# The option the ebpf_exporter v1 translation (config/v1.py) sets on the decoders whose v1.2.5
+# output differs from ours for the same bytes: with it, they give what v1 gave.
+V1 = "v1"
+
+
+def flag(options: Mapping[str, Any], key: str, decoder: str) -> bool:
+    """A true/false option, false when absent."""
+    value = options.get(key, False)
+    if not isinstance(value, bool):
+        raise DecoderError(f"{decoder} {key!r} must be true or false, not {value!r}")
+    return value

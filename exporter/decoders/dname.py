@@ -9,12 +9,18 @@ in zone files and dig: "\\DDD" (decimal) and "\\.", "\\\\". Case is kept as sent
 A field that is no such name (no end within the field, a label longer than 63, a compression
 pointer that cannot be followed outside its packet, a name over 255 bytes) never fails the
 scrape: it decodes to "invalid:" and the hex of the field without its trailing zero bytes.
+
+`v1: true` (set by the ebpf_exporter v1 translation) decodes as v1.2.5 did, which v1 configs
+rely on: raw or after `string` (which drops the final zero), each length byte becomes "." and
+the leading one is dropped; label bytes are not escaped; every zero byte after the name adds a
+"." (a raw 16-byte field holding "\\x03com\\x00" decodes to "com" and 11 dots); empty input is
+"."; a label running past the field returns the input unchanged.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
-from ._base import TEXT_INPUT, DecoderError
+from ._base import TEXT_INPUT, V1, DecoderError, flag
 
 MAX_LABEL = 63
 MAX_NAME = 255  # wire bytes, the lengths and the final zero included
@@ -29,12 +35,31 @@ def _escape(label: bytes) -> str:
     )
 
 
+def _decode_v1(data: bytes) -> bytes:
+    if not data:
+        return b"."
+    out = bytearray(len(data))
+    i = 0
+    while i < len(data):
+        length = data[i]
+        out[i] = ord(".")
+        i += 1
+        if i + length > len(data):
+            return data
+        out[i : i + length] = data[i : i + length]
+        i += length
+    return bytes(out[1:])
+
+
 class Dname:
     def __init__(self, options: Mapping[str, Any], size: int) -> None:
-        if size == TEXT_INPUT:
+        self._v1 = flag(options, V1, "dname")
+        if size == TEXT_INPUT and not self._v1:
             raise DecoderError("dname decodes a raw field, so it must be the first decoder")
 
     def decode(self, data: bytes) -> bytes:
+        if self._v1:
+            return _decode_v1(data)
         labels: list[str] = []
         i = 0
         while i < len(data):

@@ -12,6 +12,11 @@ for the last function itself. Address 0 and addresses below every symbol decode 
 So does every address when kallsyms shows all addresses as 0: the kernel hides them from
 readers without CAP_SYSLOG, or from everyone with kernel.kptr_restrict=2; one warning is logged.
 
+`v1: true` (set by the ebpf_exporter v1 translation) decodes as v1.2.5 did: only an address
+that some kallsyms line (any type, the first listed) has exactly takes its name, a module's
+symbol with its module ("foo_init\t[foo]"); every other address, 0 included, decodes to
+"unknown_addr:0x<hex>", and is looked up again later (v1 re-read kallsyms on every miss).
+
 Memory: ~120 000 functions on a 6.x kernel, kept as one array of addresses and one bytes blob
 of names (~4 MB rather than ~13 MB of Python objects), read in about 0.1 s.
 """
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import kallsyms
-from ._base import TEXT_INPUT, DecoderError, Unresolved
+from ._base import TEXT_INPUT, V1, DecoderError, Unresolved, flag
 from ._refresh import Snapshot
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,13 @@ class Symbols:
         """Within the table: from the first to the last symbol."""
         return not self.hidden() and self.addresses[0] <= address <= self.addresses[-1]
 
+    def exact(self, address: int) -> bytes | None:
+        """The name of the symbol at exactly `address`; None if there is none."""
+        i = bisect.bisect_left(self.addresses, address)
+        if i == len(self.addresses) or self.addresses[i] != address or self.hidden():
+            return None
+        return self._names[self._ends[i - 1] if i else 0 : self._ends[i]]
+
     def find(self, address: int) -> bytes | None:
         """The name of the symbol at or below `address`; None if there is none."""
         i = bisect.bisect_right(self.addresses, address) - 1
@@ -69,11 +81,12 @@ class Symbols:
         return self._names[self._ends[i - 1] if i else 0 : self._ends[i]]
 
 
-def read_kallsyms(path: Path) -> Symbols:
+def read_kallsyms(path: Path, v1: bool = False) -> Symbols:
+    """The function symbols; `v1`: every symbol, modules' with their module, as v1 read them."""
     # Straight into arrays: a list of 120 000 tuples would triple the peak memory of a read.
     addresses, ends, names = array("Q"), array("I"), bytearray()
-    for address, kind, name in kallsyms.symbols(path):
-        if kind in _FUNCTION_TYPES:
+    for address, kind, name in kallsyms.symbols(path, module=v1):
+        if v1 or kind in _FUNCTION_TYPES:
             addresses.append(address)
             names += name
             ends.append(len(names))
@@ -87,11 +100,14 @@ class Ksym:
         if size != 8:
             raise DecoderError(f"ksym decodes 8-byte addresses, not {size}")
         self.path = Path(options.get("kallsyms") or kallsyms.KALLSYMS)
+        self._v1 = flag(options, V1, "ksym")
         self._symbols = Snapshot(self._load)
         self._warned = False  # only _load() touches it, under the snapshot's lock
 
     def decode(self, data: bytes) -> bytes:
         address = int.from_bytes(data, sys.byteorder)
+        if self._v1:
+            return self._decode_v1(address)
         if address == 0:
             return UNKNOWN
         reads = self._symbols.reads
@@ -104,9 +120,20 @@ class Ksym:
             raise Unresolved(name)
         return name
 
+    def _decode_v1(self, address: int) -> bytes:
+        unknown = f"unknown_addr:0x{address:x}".encode()
+        # v1 compared f"{address:x}" with kallsyms' 16-digit address column: only addresses
+        # with 16 hex digits could match.
+        if not address >> 60:
+            return unknown
+        name = self._symbols.current().exact(address) or self._symbols.refresh().exact(address)
+        if name is None:
+            raise Unresolved(unknown)  # maybe in a module loaded later
+        return name
+
     def _load(self) -> Symbols:
         try:
-            symbols = read_kallsyms(self.path)
+            symbols = read_kallsyms(self.path, v1=self._v1)
         except OSError as err:
             self._warn_once(f"ksym: cannot read {self.path} ({err}): addresses decode to unknown")
             return Symbols(array("Q"), array("I"), b"")

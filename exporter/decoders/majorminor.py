@@ -15,6 +15,12 @@ A kernel dev_t widened into a u64 key needs `encoding: kernel`.
 /sys); numbers that are no block device here (anonymous devices of tmpfs or overlayfs, a disk
 removed since) stay "major:minor". Like every label it is decoded once per key: a device that
 shows up under a number seen before keeps the old label.
+
+`v1: true` (set by the ebpf_exporter v1 translation) decodes as v1.2.5 did: the first 4 bytes of
+a field of 4 bytes or more, in the user encoding (v1 configs store new_encode_dev(dev)), named
+by the name column of `partitions` (/proc/partitions: block devices with a size, so an
+unbound loop device is not there), and "unknown:major:minor" when it is not there. An unknown
+number is looked up again later (a disk attached since), as v1 did on every scrape.
 """
 
 import sys
@@ -22,10 +28,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._base import TEXT_INPUT, DecoderError
+from ._base import TEXT_INPUT, V1, DecoderError, Unresolved, flag
 
 MINORBITS = 20
 DEFAULT_ENCODING = {4: "kernel", 8: "user"}
+PARTITIONS = "/proc/partitions"
 
 
 def _kernel(dev: int) -> tuple[int, int]:
@@ -39,25 +46,39 @@ def _user(dev: int) -> tuple[int, int]:
     return major, minor
 
 
+def partition_name(partitions: Path, major: int, minor: int) -> str | None:
+    """The name column of the /proc/partitions line of major:minor, as v1 matched it."""
+    for line in partitions.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[:2] == [str(major), str(minor)]:
+            return fields[3]
+    return None
+
+
 class MajorMinor:
     def __init__(self, options: Mapping[str, Any], size: int) -> None:
         if size == TEXT_INPUT:
             raise DecoderError("majorminor decodes a raw field, so it must be the first decoder")
+        self._v1 = flag(options, V1, "majorminor")
+        if self._v1:
+            if size < 4:
+                raise DecoderError(f"majorminor decodes 4 bytes or more, not {size}")
+            if {"encoding", "device_name"} & set(options):
+                raise DecoderError("majorminor: v1 takes neither 'encoding' nor 'device_name'")
+            self._partitions = Path(options.get("partitions") or PARTITIONS)
+            return
         if size not in DEFAULT_ENCODING:
             raise DecoderError(f"majorminor decodes 4 or 8 bytes, not {size}")
         encoding = options.get("encoding", DEFAULT_ENCODING[size])
         if encoding not in ("kernel", "user"):
             raise DecoderError(f"majorminor 'encoding' must be kernel or user, not {encoding!r}")
-        device_name = options.get("device_name", False)
-        if not isinstance(device_name, bool):
-            raise DecoderError(
-                f"majorminor 'device_name' must be true or false, not {device_name!r}"
-            )
         self._split = _kernel if encoding == "kernel" else _user
         self._block = Path(options.get("sysfs") or "/sys") / "dev" / "block"
-        self._device_name = device_name
+        self._device_name = flag(options, "device_name", "majorminor")
 
     def decode(self, data: bytes) -> bytes:
+        if self._v1:
+            return self._decode_v1(data)
         major, minor = self._split(int.from_bytes(data, sys.byteorder))
         number = f"{major}:{minor}"
         if self._device_name:
@@ -69,3 +90,10 @@ class MajorMinor:
                 if line.startswith("DEVNAME="):
                     return line[len("DEVNAME=") :].encode()
         return number.encode()
+
+    def _decode_v1(self, data: bytes) -> bytes:
+        major, minor = _user(int.from_bytes(data[:4], sys.byteorder))
+        name = partition_name(self._partitions, major, minor)
+        if name is None:
+            raise Unresolved(f"unknown:{major}:{minor}".encode())
+        return name.encode()

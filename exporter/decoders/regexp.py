@@ -1,10 +1,17 @@
-"""regexp: keep a series only if its label text matches one of the patterns (re.search)."""
+"""regexp: keep a series only if its label text matches one of the patterns (re.search).
+
+Patterns are Python's re. ebpf_exporter v1 patterns (Go's RE2) mean the same where both
+compile, except POSIX classes ("[[:digit:]]"), which re reads as a set of characters: they
+are refused. RE2-only syntax (\\z, \\p{Greek}, \\Q...\\E) does not compile in re and is refused too.
+"""
 
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from ._base import DecoderError, SkipSeries
+
+POSIX_CLASS = re.compile(r"\[:\^?[a-z]+:\]")
 
 
 class Regexp:
@@ -17,6 +24,11 @@ class Regexp:
         for pattern in patterns:
             if not isinstance(pattern, str):
                 raise DecoderError(f"regexp patterns must be strings, not {pattern!r}")
+            if POSIX_CLASS.search(pattern):
+                raise DecoderError(
+                    f"regexp {pattern!r}: POSIX classes such as [[:digit:]] are RE2's, not "
+                    "Python's: write the characters ([0-9])"
+                )
             try:
                 self._patterns.append(re.compile(pattern))
             except re.error as e:

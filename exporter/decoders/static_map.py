@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from typing import Any
 
-from ._base import DecoderError
+from ._base import DecoderError, flag
 
 
 def _text(value: Any, what: str) -> bytes:
@@ -19,11 +19,7 @@ class StaticMap:
         table = options.get("static_map")
         if not isinstance(table, Mapping) or not table:
             raise DecoderError(f"static_map needs a non-empty 'static_map' mapping, got {table!r}")
-        allow_unknown = options.get("allow_unknown", False)
-        if not isinstance(allow_unknown, bool):
-            raise DecoderError(
-                f"static_map 'allow_unknown' must be true or false, not {allow_unknown!r}"
-            )
+        allow_unknown = flag(options, "allow_unknown", "static_map")
         # Inputs are compared as bytes: equal to comparing text for the UTF-8 that decoders emit,
         # and it also covers raw bytes when static_map comes first.
         self._table = {_text(k, "key"): _text(v, "value") for k, v in table.items()}

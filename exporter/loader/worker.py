@@ -176,13 +176,19 @@ def load_program(job: CompileJob) -> tuple[dict[str, Any], list[int]]:
     except Exception as err:
         raise CompileFailed(str(err)) from None
     compiled = time.monotonic()
-    attachments = _auto_attached(bpf) + usdt_done
-    attacher = Attacher(bpf)
+    auto = _auto_attached(bpf)
+    attacher = Attacher(bpf, frozenset((a["function"], a["probe"]) for a in auto))
+    bound = []
     for function, alternatives in bindings:
         if any(a["function"] == function for a in usdt_done):
             continue
-        attachments.extend(_attach_first(attacher, function, alternatives))
+        bound.extend(_attach_first(attacher, function, alternatives))
     attached = time.monotonic()
+    # A binding of an auto-attached function to its own probe (ebpf_exporter v1 listed every
+    # TRACEPOINT_PROBE under tracepoints:) is that one attachment: described once, as bound.
+    listed = {(a["function"], a["probe"]) for a in bound}
+    attachments = [a for a in auto if (a["function"], a["probe"]) not in listed]
+    attachments += usdt_done + bound
     meta, fds = _describe(bpf, attachments, compiled - started, attached - compiled)
     meta["counted_maps"] = counted_maps(job.code)
     rings, ring_fds = _perf_rings(
@@ -248,8 +254,15 @@ def _usdt_probe(probe: Probe) -> tuple[Any, Any]:
 
 
 def _auto_attached(bpf: Any) -> list[dict[str, Any]]:
-    """BCC attaches TRACEPOINT_PROBE/RAW_TRACEPOINT_PROBE functions itself while compiling."""
+    """BCC attaches TRACEPOINT_PROBE/RAW_TRACEPOINT_PROBE functions (and kprobe__<function>,
+    kretprobe__<function>) itself while compiling."""
     found = []
+    for name in bpf.funcs:
+        for prefix, kind in ((b"kprobe__", "kprobe"), (b"kretprobe__", "kretprobe")):
+            if name.startswith(prefix):
+                # As BCC names the event: sys_clone is the kernel's __x64_sys_clone.
+                event = bpf.fix_syscall_fnname(name[len(prefix) :]).decode()
+                found.append({"function": name.decode(), "probe": f"{kind}:{event}", "tried": []})
     for tp in bpf.tracepoint_fds:
         category, event = tp.decode().split(":")
         found.append(
@@ -303,10 +316,15 @@ def _target(probe: Probe) -> dict[str, Any]:
 
 
 class Attacher:
-    """One method per probe kind; each returns the probes it attached to."""
+    """One method per probe kind; each returns the probes it attached to.
 
-    def __init__(self, bpf: Any) -> None:
+    `already` holds the (function, probe) pairs BCC attached while compiling: binding one of
+    them again would run the function twice per event (kprobes) or fail with EEXIST (a
+    program can be on a tracepoint once), so it counts as attached as it is."""
+
+    def __init__(self, bpf: Any, already: frozenset[tuple[str, str]] = frozenset()) -> None:
         self.bpf = bpf
+        self.already = already
         self.held: list[int] = []  # fds bcc does not track: our own perf events and links
 
     def tracepoint(self, function: str, probe: Probe) -> list[str]:
@@ -315,6 +333,8 @@ class Attacher:
         events = availability.tracepoints(probe)
         prog_fd = self.bpf.load_func(function.encode(), BPF.TRACEPOINT).fd
         for event in events:
+            if (function, f"tracepoint:{event.parent.name}:{event.name}") in self.already:
+                continue
             event_id = int((event / "id").read_text())
             perf_fd = tracepoint_event(event_id)
             self.held.append(perf_fd)
@@ -322,10 +342,21 @@ class Attacher:
         return [f"tracepoint:{e.parent.name}:{e.name}" for e in events]
 
     def raw_tracepoint(self, function: str, probe: Probe) -> list[str]:
-        self.bpf.attach_raw_tracepoint(tp=probe.field("event"), fn_name=function)
+        from bcc import BPF, lib
+
+        if (function, str(probe)) in self.already:
+            return [str(probe)]
+        # Not bcc's attach_raw_tracepoint: it allows one function per raw tracepoint and program.
+        prog_fd = self.bpf.load_func(function.encode(), BPF.RAW_TRACEPOINT).fd
+        fd = lib.bpf_attach_raw_tracepoint(prog_fd, probe.field("event").encode())
+        if fd < 0:
+            raise AttachFailed(f"cannot attach to {probe}: {os.strerror(ctypes.get_errno())}")
+        self.held.append(fd)
         return [str(probe)]
 
     def kprobe(self, function: str, probe: Probe) -> list[str]:
+        if (function, str(probe)) in self.already:
+            return [str(probe)]
         attach = self.bpf.attach_kretprobe if probe.kind == "kretprobe" else self.bpf.attach_kprobe
         attach(event=probe.field("function"), fn_name=function)
         return [str(probe)]

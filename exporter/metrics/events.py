@@ -21,7 +21,7 @@ from ..bpf.perf_buffer import PerfBuffer
 from ..config.models import Counter
 from ..errors import LoadError
 from ..loader import LoadedProgram
-from .exposition import Family, SeriesText
+from .exposition import Family, SeriesText, counter_type
 from .labels import LabelDecoder, is_cpu_label, layout
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class EventCounter:
         self.drain()
         with self._lock:
             series = list(self.counts.items())
-        return Family(name, self.config.help, "counter", self.text, series)
+        return Family(name, self.config.help, counter_type(self.config), self.text, series)
 
     def close(self) -> None:
         with self._lock:

@@ -26,12 +26,14 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    UnknownMetricFamily,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from ..config.models import Counter
 from .labels import CACHE_LIMIT
 
 Labels: TypeAlias = tuple[str, ...]
@@ -102,6 +104,11 @@ class SeriesText:
         return head, tail
 
 
+def counter_type(config: Counter) -> str:
+    """A counter's family type: "unknown" (untyped) for one configured `untyped`."""
+    return "unknown" if config.untyped else "counter"
+
+
 class Family(Metric):
     """A program's counter, gauge or histogram; `samples` are made only when something
     other than `render` asks for them (the stock encoder, `snapshot`)."""
@@ -141,8 +148,10 @@ class Family(Metric):
             for labels, (buckets, total) in self.series:
                 histogram.add_metric(list(labels), buckets, total)
             return histogram
-        kind = CounterMetricFamily if self.type == "counter" else GaugeMetricFamily
-        family = kind(self.name, self.documentation, labels=names)
+        kinds = {"counter": CounterMetricFamily, "unknown": UnknownMetricFamily}
+        family = kinds.get(self.type, GaugeMetricFamily)(
+            self.name, self.documentation, labels=names
+        )
         for labels, value in self.series:
             family.add_metric(list(labels), value)
         return family

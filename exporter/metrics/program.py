@@ -11,13 +11,13 @@ from prometheus_client.core import Metric
 
 from ..bpf.maps import MapReader, possible_cpus
 from ..bpf.syscall import MapType
-from ..config.models import Histogram, Label
+from ..config.models import Counter, Histogram, Label
 from ..config.models import Metric as MetricConfig
 from ..decoders import SkipSeries
 from ..errors import LoadError
 from ..loader import LoadedProgram
 from .events import EventCounter
-from .exposition import Family, HistogramValue, SeriesText
+from .exposition import Family, HistogramValue, SeriesText, counter_type
 from .histogram import Buckets
 from .labels import Field, LabelDecoder, is_cpu_label, layout
 
@@ -197,7 +197,8 @@ class ProgramCollector:
     def _counter(self, reader: MetricReader) -> Metric:
         # Array slots exist before anything happened: a zero slot counted nothing, no series.
         series = reader.summed(self.max_series, skip_zero=reader.is_array)
-        return self._family(reader, "counter", self._bounded(reader, *series))
+        assert isinstance(reader.config, Counter)
+        return self._family(reader, counter_type(reader.config), self._bounded(reader, *series))
 
     def _gauge(self, reader: MetricReader) -> Metric:
         return self._family(reader, "gauge", self._bounded(reader, *reader.summed(self.max_series)))

@@ -127,7 +127,7 @@ class ExporterCollector:
         yield from (enabled, attached, compile_seconds, decoder_errors, lost)
         yield self._target_metrics()
         yield from self._map_metrics()
-        yield from self._v1_enabled_programs()
+        yield from self._v1_metrics()
         yield from _run_stats(c.program for c in self.collectors)
 
     def _target_metrics(self) -> Metric:
@@ -141,16 +141,28 @@ class ExporterCollector:
             missing.add_metric([program, function, probe], 1 if gone else 0)
         return missing
 
-    def _v1_enabled_programs(self) -> Iterator[Metric]:
-        """ebpf_exporter v1's own self metric, for dashboards built on it."""
-        v1 = [c.program.name for c in self.collectors if c.program.spec.program.namespace == V1]
-        if v1:
-            enabled = GaugeMetricFamily(
-                f"{V1}_enabled_programs", "The set of enabled programs", labels=["name"]
-            )
-            for name in v1:
-                enabled.add_metric([name], 1)
-            yield enabled
+    def _v1_metrics(self) -> Iterator[Metric]:
+        """ebpf_exporter v1's own self metrics, for dashboards built on them."""
+        v1 = [c.program for c in self.collectors if c.program.spec.program.namespace == V1]
+        if not v1:
+            return
+        enabled = GaugeMetricFamily(
+            f"{V1}_enabled_programs", "The set of enabled programs", labels=["name"]
+        )
+        programs = GaugeMetricFamily(
+            f"{V1}_ebpf_programs", "Info about ebpf programs", labels=["program", "function", "tag"]
+        )
+        for program in v1:
+            enabled.add_metric([program.name], 1)
+            for function in sorted(_v1_mapped(program)):
+                try:
+                    tag = prog_info(program.functions[function]).tag
+                except (BPFError, KeyError):
+                    continue  # not attached (the program was skipped), or gone
+                # v1 printed the tag as a number (%x of a uint64): no leading zeros.
+                programs.add_metric([program.name, function, tag.lstrip("0") or "0"], 1)
+        yield enabled
+        yield programs
 
     def _map_metrics(self) -> Iterator[Metric]:
         dropped = CounterMetricFamily(
@@ -262,6 +274,13 @@ class UpdateFailures:
             for key, value in self.reader.items():
                 found[key.split(b"\0", 1)[0].decode(errors="replace")] = value
         return found
+
+
+def _v1_mapped(program: LoadedProgram) -> set[str]:
+    """The functions v1 reported tags of: those of kprobes, kretprobes, tracepoints and
+    raw_tracepoints (not perf_events targets)."""
+    kinds = {"kprobe", "kretprobe", "tracepoint", "raw_tracepoint"}
+    return {b.function for b in program.spec.program.probes if b.attach[0].kind in kinds}
 
 
 def _run_stats(programs: Iterable[LoadedProgram]) -> Iterator[Metric]:

@@ -121,7 +121,7 @@ programs:
   - name: getppid_events
     metrics:
       counters:
-        - name: getppid_events_total
+        - name: getppid_events  # no _total, as oomkill.yaml's oom_kills
           help: getppid calls by comm, one perf event each
           perf_map: events
           labels:
@@ -198,7 +198,7 @@ for _ in range({K}):
     seen = {
         "kaddr": value("ebpf_exporter_kaddr_calls_total", function="do_sys_openat2"),
         "raw": value("ebpf_exporter_raw_getppid_total", comm=comm),
-        "events": value("ebpf_exporter_getppid_events_total", comm=comm),
+        "events": value("ebpf_exporter_getppid_events", comm=comm),
         "le_16ms": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.016384"),
         "le_32ms": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.032768"),
         "le_max": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="67.108864"),

@@ -132,3 +132,89 @@ def test_native_kaddrs_alone_do_not_make_a_file_v1(tmp_path):
     path = write(tmp_path, "programs: [{name: n, code: 'int x;', kaddrs: [do_sys_openat2]}]")
     [spec] = load_file(path)
     assert (spec.program.namespace, spec.program.kaddrs) == ("bcc", ["do_sys_openat2"])
+
+
+def refusal(tmp_path: Path, old: str, new: str) -> str:
+    """The error of V1 with `old` replaced by `new`, without the file and program prefix."""
+    assert old in V1
+    with pytest.raises(ConfigError) as err:
+        load_file(write(tmp_path, V1.replace(old, new)))
+    prefix = f'{tmp_path / "v1.yaml"}: program "timers": '
+    assert str(err.value).startswith(prefix)
+    return str(err.value)[len(prefix) :]
+
+
+def test_v1_decoders_differing_from_ours_run_as_v1(tmp_path):
+    text = V1.replace(
+        "            - {name: comm, size: 16, decoders: [{name: string}]}",
+        "            - {name: comm, size: 16, decoders: [{name: string}, {name: dname},"
+        " {name: static_map, static_map: {a: b}, allow_unknown: true},"
+        " {name: regexp, regexps: [x]}]}",
+    )
+    [spec] = load_file(write(tmp_path, text))
+    counters = spec.program.metrics.counters
+    assert [d.options for d in counters[0].labels[0].decoders] == [{"name": "ksym", "v1": True}]
+    assert [d.options for d in counters[1].labels[0].decoders] == [
+        {"name": "string"},
+        {"name": "dname", "v1": True},
+        {"name": "static_map", "static_map": {"a": "b"}, "allow_unknown": True},
+        {"name": "regexp", "regexps": ["x"]},
+    ]
+
+
+def test_v1_decoder_names_and_keys_are_v1s(tmp_path):
+    where = "metrics.counters[0].labels[0].decoders[0]"
+    assert refusal(tmp_path, "- name: ksym", "- name: errno") == (
+        f"{where}.name: must be one of cgroup, dname, inet_ip, ksym, majorminor, regexp,"
+        " static_map, string, uint (got 'errno')"
+    )
+    assert refusal(tmp_path, "- name: ksym", "- {name: ksym, kallsyms: /k}") == (
+        f"{where}.kallsyms: unknown field"
+    )
+    assert refusal(tmp_path, "- name: ksym", "- {name: ksym, regexps: [x]}") == (
+        f"{where}.regexps: not an option of the ksym decoder"
+    )
+    assert refusal(tmp_path, "- name: ksym", "- name: static_map") == (
+        f"{where}.static_map: required (a non-empty mapping) for static_map"
+    )
+    assert refusal(tmp_path, "- name: ksym", "- name: regexp") == (
+        f"{where}.regexps: required (a non-empty list) for regexp"
+    )
+
+
+def test_v1_perf_map_flush_duration_is_refused(tmp_path):
+    assert refusal(
+        tmp_path,
+        "          perf_map: events\n",
+        "          perf_map: events\n          perf_map_flush_duration: 1h\n",
+    ).startswith("metrics.counters[1].perf_map_flush_duration: not supported:")
+
+
+def test_v1_histogram_keys(tmp_path):
+    [spec] = load_file(
+        write(tmp_path, V1.replace("bucket_multiplier: 0.000001", "bucket_multiplier: 0"))
+    )
+    assert spec.program.metrics.histograms[0].bucket_multiplier == 1.0  # v1's "not given"
+    assert refusal(tmp_path, "bucket_max: 26", "bucket_max: 0") == (
+        "metrics.histograms[0].bucket_max: must be above bucket_min (v1 refused zero buckets)"
+    )
+
+
+def test_v1_program_needs_probes_and_code(tmp_path):
+    start, end = V1.index("    kprobes:\n"), V1.index("    kaddrs:\n")
+    assert refusal(tmp_path, V1[start:end], "") == (
+        "give at least one of kprobes, kretprobes, tracepoints, raw_tracepoints, perf_events"
+        " (as v1 required)"
+    )
+    assert refusal(tmp_path, "code: |\n      int x;\n", "code: ''\n") == (
+        "code: String should have at least 1 character"
+    )
+
+
+def test_v1_counters_without_total_keep_their_sample_name(tmp_path):
+    [spec] = load_file(write(tmp_path, V1.replace("name: events_total", "name: oom_kills")))
+    counters = spec.program.metrics.counters
+    assert [(c.name, c.untyped) for c in counters] == [
+        ("timer_start_total", False),
+        ("oom_kills", True),
+    ]

@@ -7,7 +7,7 @@ import pytest
 
 from exporter.decoders import DecoderError, Unresolved, _refresh
 from exporter.decoders._base import TEXT_INPUT
-from exporter.decoders.cgroup import Cgroup, cgroup2_mount
+from exporter.decoders.cgroup import Cgroup, cgroup2_mount, handle_id
 
 TREE = ["system.slice/ssh.service", "system.slice/cron.service", "user.slice/user-0.slice"]
 
@@ -132,3 +132,36 @@ def test_other_widths_are_rejected(size: int) -> None:
 def test_text_input_is_rejected() -> None:
     with pytest.raises(DecoderError, match="cgroup decodes a raw field"):
         Cgroup({}, TEXT_INPUT)
+
+
+def test_v1_decodes_uint_text_to_paths_with_the_root(cgroupfs: Path) -> None:
+    decoder = Cgroup({"v1": True, "cgroupfs": str(cgroupfs)}, TEXT_INPUT)
+
+    def text_id(path: Path) -> bytes:
+        """v1's id of a directory: its file handle (on cgroupfs, the cgroup id)."""
+        return str(handle_id(os.fsencode(path))).encode()
+
+    assert decoder.decode(text_id(cgroupfs)) == str(cgroupfs).encode()
+    ssh = cgroupfs / "system.slice/ssh.service"
+    assert decoder.decode(text_id(ssh)) == str(ssh).encode()
+    with pytest.raises(Unresolved) as unknown:
+        decoder.decode(b"12345")
+    assert unknown.value.value == b"unknown_cgroup_id:12345"
+
+
+def test_v1_this_process() -> None:
+    """Our own cgroup2 id, as bpf_get_current_cgroup_id() gives it (the directory's inode),
+    named as v1 named it: below /sys/fs/cgroup, where a hybrid host has cgroup2 in unified/."""
+    mount = cgroup2_mount(Path("/proc/self/mounts"))
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    path = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if mount is None or path is None or not mount.is_relative_to("/sys/fs/cgroup"):
+        pytest.skip("no cgroup2 below /sys/fs/cgroup here")
+    directory = mount / path.lstrip("/")
+    text_id = str(os.stat(directory).st_ino).encode()
+    assert Cgroup({"v1": True}, TEXT_INPUT).decode(text_id) == str(directory).encode()
+
+
+def test_v1_decodes_text_only() -> None:
+    with pytest.raises(DecoderError, match=r"decoders \[uint, cgroup\]"):
+        Cgroup({"v1": True}, 8)

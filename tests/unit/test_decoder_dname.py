@@ -78,3 +78,21 @@ def test_names_over_255_bytes_are_invalid() -> None:
 def test_text_input_is_rejected() -> None:
     with pytest.raises(DecoderError, match="dname decodes a raw field"):
         Dname({}, TEXT_INPUT)
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        # v1.2.5's decoder/dname_test.go (after `string`: no final zero)
+        (b"", b"."),
+        (b"\x03com", b"com"),
+        (b"\x07example\x03com", b"example.com"),
+        (b"\x05com", b"\x05com"),  # a label past the end: the input as it is
+        # raw, with its final zero and leftovers: a dot for each zero byte
+        (b"\x03com\x00\x00", b"com.."),
+        (b"\x03a.b\x00", b"a.b."),  # no escapes
+    ],
+)
+def test_v1_decodes_as_v1(data: bytes, text: bytes) -> None:
+    assert Dname({"v1": True}, TEXT_INPUT).decode(data) == text
+    assert Dname({"v1": True}, len(data) or 1).decode(data) == text

@@ -38,3 +38,20 @@ def test_other_widths_are_rejected(size: int) -> None:
 def test_text_input_is_rejected() -> None:
     with pytest.raises(DecoderError, match="inet_ip decodes a raw field"):
         InetIp({}, TEXT_INPUT)
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        # v1.2.5's decoder/inet_ip_test.go
+        (bytes([1, 2, 3, 4]), b"1.2.3.4"),
+        (
+            bytes.fromhex("2400cb00000410240000 0000a29efd8f".replace(" ", "")),
+            b"2400:cb00:4:1024::a29e:fd8f",
+        ),
+        (socket.inet_pton(socket.AF_INET6, "::ffff:10.0.0.1"), b"10.0.0.1"),  # Go's To4()
+        (bytes([1, 2, 3, 4, 5, 6]), b"?010203040506"),  # Go's net.IP of another length
+    ],
+)
+def test_v1_decodes_as_go(data: bytes, text: bytes) -> None:
+    assert InetIp({"v1": True}, len(data)).decode(data) == text

@@ -94,9 +94,9 @@ def test_concurrent_misses_read_once(
     reads = []
     read = ksym.read_kallsyms
 
-    def counted(path: Path) -> ksym.Symbols:
+    def counted(path: Path, v1: bool = False) -> ksym.Symbols:
         reads.append(path)
-        return read(path)
+        return read(path, v1)
 
     monkeypatch.setattr(ksym, "read_kallsyms", counted)
     decoder = Ksym({"kallsyms": str(kallsyms)}, 8)
@@ -169,3 +169,24 @@ def test_other_widths_are_rejected(size: int) -> None:
 def test_text_input_is_rejected() -> None:
     with pytest.raises(DecoderError, match="ksym decodes a raw field"):
         Ksym({}, TEXT_INPUT)
+
+
+@pytest.mark.parametrize(
+    ("a", "name"),
+    [
+        (0xFFFFFFFF81000000, b"_stext"),  # the first line with that address
+        (0xFFFFFFFF81003000, b"vfs_read"),
+        (0xFFFFFFFF81002000, b"some_data"),  # any symbol type
+        (0xFFFFFFFFC0201000, b"mod_init\t[mod]"),  # v1 split lines on " " only
+    ],
+)
+def test_v1_names_exact_addresses(kallsyms: Path, a: int, name: bytes) -> None:
+    assert Ksym({"kallsyms": str(kallsyms), "v1": True}, 8).decode(address(a)) == name
+
+
+def test_v1_other_addresses_are_unknown_addr(kallsyms: Path) -> None:
+    decoder = Ksym({"kallsyms": str(kallsyms), "v1": True}, 8)
+    with pytest.raises(Unresolved) as inside:  # inside a function: v1 matched exactly
+        decoder.decode(address(0xFFFFFFFF8100301C))
+    assert inside.value.value == b"unknown_addr:0xffffffff8100301c"
+    assert decoder.decode(address(0)) == b"unknown_addr:0x0"  # never in kallsyms' column

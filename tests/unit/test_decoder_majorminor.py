@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.decoders import DecoderError
+from exporter.decoders import DecoderError, Unresolved
 from exporter.decoders._base import TEXT_INPUT
 from exporter.decoders.majorminor import MajorMinor
 
@@ -95,3 +95,50 @@ def test_bad_options() -> None:
 def test_text_input_is_rejected() -> None:
     with pytest.raises(DecoderError, match="majorminor decodes a raw field"):
         MajorMinor({}, TEXT_INPUT)
+
+
+PARTITIONS = """\
+major minor  #blocks  name
+
+   8        0   1000 sda
+   8       16   1000 sdb
+ 254        0   1000 vda
+"""
+
+
+@pytest.fixture
+def partitions(tmp_path: Path) -> Path:
+    path = tmp_path / "partitions"
+    path.write_text(PARTITIONS)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        # v1.2.5's decoder/majorminor_test.go, little-endian new_encode_dev() values
+        (b"\x00\x08\x00\x00", b"sda"),
+        (b"\x10\x08\x00\x00", b"sdb"),
+        (user_dev(254, 0, 4), b"vda"),
+        (user_dev(254, 0, 4) + b"\xff\xff\xff\xff", b"vda"),  # v1 read the first 4 bytes
+    ],
+)
+def test_v1_names_devices_by_proc_partitions(partitions: Path, data: bytes, name: bytes) -> None:
+    decoder = MajorMinor({"v1": True, "partitions": str(partitions)}, len(data))
+    assert decoder.decode(data) == name
+
+
+def test_v1_unknown_devices_are_asked_again(partitions: Path) -> None:
+    decoder = MajorMinor({"v1": True, "partitions": str(partitions)}, 4)
+    with pytest.raises(Unresolved) as unresolved:
+        decoder.decode(b"\x10\x88\x00\x00")
+    assert unresolved.value.value == b"unknown:136:16"  # as in v1's test
+    partitions.write_text(PARTITIONS + " 136       16   1000 sdz\n")  # attached since
+    assert decoder.decode(b"\x10\x88\x00\x00") == b"sdz"
+
+
+def test_v1_takes_no_native_options(partitions: Path) -> None:
+    with pytest.raises(DecoderError, match="v1 takes neither 'encoding' nor 'device_name'"):
+        MajorMinor({"v1": True, "device_name": True}, 4)
+    with pytest.raises(DecoderError, match="4 bytes or more, not 2"):
+        MajorMinor({"v1": True}, 2)

@@ -48,3 +48,10 @@ def test_regexps_must_be_a_non_empty_list(patterns: Any) -> None:
 def test_patterns_must_be_strings() -> None:
     with pytest.raises(DecoderError, match="regexp patterns must be strings, not 1"):
         regexp(["^foo", 1])
+
+
+@pytest.mark.parametrize("pattern", ["^[[:digit:]]+$", "[[:^space:]]", r"\z", r"\p{Greek}"])
+def test_re2_only_syntax_is_refused(pattern: str) -> None:
+    """v1's patterns were Go's RE2: what re would read otherwise, or not at all, is refused."""
+    with pytest.raises(DecoderError, match="POSIX classes|does not compile"):
+        Regexp({"regexps": [pattern]}, TEXT_INPUT)

@@ -42,3 +42,11 @@ def test_other_widths_are_rejected(size: int) -> None:
 def test_text_input_is_rejected() -> None:
     with pytest.raises(DecoderError, match="must be the first decoder"):
         Uint({}, TEXT_INPUT)
+
+
+def test_v1_wraps_above_2_63_as_go_int() -> None:
+    decoder = Uint({"v1": True}, 8)
+    assert decoder.decode((2**64 - 1).to_bytes(8, sys.byteorder)) == b"-1"
+    assert decoder.decode((2**63).to_bytes(8, sys.byteorder)) == b"-9223372036854775808"
+    assert decoder.decode((2**63 - 1).to_bytes(8, sys.byteorder)) == b"9223372036854775807"
+    assert Uint({"v1": True}, 4).decode(b"\xff\xff\xff\xff") == b"4294967295"

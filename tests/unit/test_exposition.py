@@ -14,6 +14,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    UnknownMetricFamily,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import (
@@ -94,6 +95,8 @@ def fast_families() -> list[Metric]:
             "bcc_queue_depth", "A gauge.", "gauge", SeriesText(["cpu"]), [(("0",), 3), (("1",), 0)]
         ),
         Family("bcc_no_labels", "A gauge without labels.", "gauge", SeriesText([]), [((), 42)]),
+        # A v1 counter named without _total (ebpf_exporter_oom_kills): untyped, name as written.
+        Family("ebpf_exporter_oom_kills", "Untyped.", "unknown", SeriesText(["c"]), [(("x",), 2)]),
         Family(
             "bcc_latency_seconds",
             "A histogram.",
@@ -126,8 +129,10 @@ def stock_families(fast: list[Metric]) -> list[Metric]:
                 histogram.add_metric(list(labels), buckets, total)
             families.append(histogram)
             continue
-        kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
-        stock = kind(family.name, family.documentation, labels=names)
+        kinds = {"counter": CounterMetricFamily, "unknown": UnknownMetricFamily}
+        stock = kinds.get(family.type, GaugeMetricFamily)(
+            family.name, family.documentation, labels=names
+        )
         for labels, value in family.series:
             stock.add_metric(list(labels), value)
         families.append(stock)
