@@ -27,8 +27,10 @@ from .histograms import (
     SchedStat,
     bcc_log2,
     bcc_tool,
+    cpu_ticks,
     delivered,
     final_schedstat,
+    most_time_in,
     recursion_misses,
     scraped,
     switch_witness,
@@ -97,7 +99,7 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
             assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
             wait_blocked(proc.pid)
             start[mode] = SchedStat.of(proc.pid)  # blocked: nothing changes until released
-        switches = [context_switches()]
+        switches, ticks = [context_switches()], [cpu_ticks()]
         with bcc_tool("/usr/sbin/runqlat-bpfcc") as tool:
             before = exporter.scrape()
             until = time.monotonic() + SPIN
@@ -108,6 +110,7 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
             waited = {mode: final_schedstat(proc) - start[mode] for mode, proc in spinners.items()}
             after = exporter.scrape()
         switches.append(context_switches())
+        ticks.append(cpu_ticks())
         for proc in spinners.values():
             assert proc.wait() == 0
     finally:
@@ -116,6 +119,7 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
             proc.wait()
 
     system = scraped(before, after, "bcc_runqueue_latency_seconds")
+    stolen = most_time_in(*ticks, "steal", cpus=os.cpu_count() or 1)
     for mode, kernel in waited.items():
         program = f"runqlat_{mode}"
         missed = recursion_misses(after, program) - recursion_misses(before, program)
@@ -126,7 +130,7 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         # most one latency.
         on, off = delivered(before, after, pids[mode])
         lost = (kernel.pcount - on) + (kernel.pcount - off) + missed
-        why = (mode, kernel, ours, on, off, missed)
+        why = (mode, kernel, ours, on, off, missed, stolen)
         # The premise: they did contend, waiting milliseconds each time (a tick is 4 ms here).
         assert kernel.run_delay_ns / kernel.pcount > 1e6, why
         # One latency each time the scheduler put the task on a CPU (released, or its turn
@@ -135,10 +139,11 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         # The sum is the kernel's run_delay, up to where each side reads its clock: the kernel
         # reads the run-queue clock (updated when __schedule() starts, or earlier when a wakeup
         # asked to skip the update), we read ktime at the tracepoints; and whole-us truncation.
-        # Measured: 0.5-5.5 us per latency, of 4-12 ms latencies; allowed: 10 us each, and 1%
-        # for the hypervisor taking the vCPU away between the two reads.
+        # Between the two reads the kernel runs a few microseconds of code with interrupts off
+        # (measured: 0.5-5.5 us per latency, of 4-12 ms latencies; allowed: 10 us each), unless
+        # the hypervisor takes the vCPU away there: at most the time it took from the CPUs.
         assert ours.sum is not None
-        slack = kernel.pcount * 10 * US + 0.01 * kernel.run_delay_ns * 1e-9
+        slack = kernel.pcount * 10 * US + stolen
         assert ours.sum <= kernel.run_delay_ns * 1e-9 + slack, why
         if not lost:
             assert ours.sum >= kernel.run_delay_ns * 1e-9 - slack, why
