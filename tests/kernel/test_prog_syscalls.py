@@ -16,8 +16,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 
-import pytest
-
+from ..conftest import cannot_run
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -81,8 +80,9 @@ def test_a_rare_syscall_counts_exactly(daemon):
 LOUD = 100_003  # getppid calls: far above what the rest of the machine makes
 
 
-@pytest.mark.skipif(shutil.which("syscount-bpfcc") is None, reason="no syscount-bpfcc")
 def test_counts_match_syscount_on_the_same_window(daemon):
+    if shutil.which("syscount-bpfcc") is None:
+        cannot_run("no syscount-bpfcc (Debian's bpfcc-tools) to compare with")
     exporter = daemon("--config.names=syscalls")
     outside = exporter.scrape()
     theirs = syscount()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import cannot_run
 from . import workload
 from .conftest import Daemon
 
@@ -311,7 +312,7 @@ def test_syn_retransmits(exporter):
     before = exporter.scrape()
     result = json.loads(workload.run(workload.unique_comm(), SYN_RETRANSMITS))
     if "skip" in result:
-        pytest.skip(result["skip"])
+        cannot_run(result["skip"])
     after = exporter.scrape()
     assert result["retransmits"] >= K
     # The retransmit timer fires in softirq context, which may interrupt another BPF program on
