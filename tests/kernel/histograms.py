@@ -137,6 +137,14 @@ def bcc_tool(*args: str) -> Iterator[ToolRun]:
     assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}: {run.errors}"
 
 
+def timed_sleep(seconds: float) -> float:
+    """time.sleep() (clock_nanosleep(2)), returning how long it took around the call: at least
+    what the kernel measures from sys_enter to sys_exit."""
+    started = time.monotonic()
+    time.sleep(seconds)
+    return time.monotonic() - started
+
+
 @dataclass(frozen=True)
 class SchedStat:
     """/proc/PID/schedstat: what the scheduler itself accounted for a task (CONFIG_SCHED_INFO)."""
