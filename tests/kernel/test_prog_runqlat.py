@@ -107,6 +107,7 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
                 assert proc.stdin is not None
                 proc.stdin.write(f"{until}\n")
                 proc.stdin.close()
+            released = time.monotonic()  # both woken: runnable until `until`, never blocked
             waited = {mode: final_schedstat(proc) - start[mode] for mode, proc in spinners.items()}
             after = exporter.scrape()
         switches.append(context_switches())
@@ -119,6 +120,12 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
             proc.wait()
 
     system = scraped(before, after, "bcc_runqueue_latency_seconds")
+    # The premise: they contended. From `released` to `until` both were runnable on one CPU,
+    # where one runs at a time: at every moment at least one of them waited (the kernel's
+    # run_delay; 10 us a wait for where its clock and ours were read).
+    pcount = sum(kernel.pcount for kernel in waited.values())
+    contended = sum(kernel.run_delay_ns for kernel in waited.values()) * 1e-9 + pcount * 10 * US
+    assert contended >= until - released, (waited, until - released)
     stolen = most_time_in(*ticks, "steal", cpus=os.cpu_count() or 1)
     for mode, kernel in waited.items():
         program = f"runqlat_{mode}"
@@ -131,8 +138,6 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         on, off = delivered(before, after, pids[mode])
         lost = (kernel.pcount - on) + (kernel.pcount - off) + missed
         why = (mode, kernel, ours, on, off, missed, stolen)
-        # The premise: they did contend, waiting milliseconds each time (a tick is 4 ms here).
-        assert kernel.run_delay_ns / kernel.pcount > 1e6, why
         # One latency each time the scheduler put the task on a CPU (released, or its turn
         # again after a preemption): exactly, when every event reached us.
         assert kernel.pcount - lost <= ours.total <= kernel.pcount, why
@@ -150,8 +155,6 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         # Each latency lies in its bucket: slot le=2^k us holds 2^(k-1) .. 2^k - 1 us.
         low, high = ours.sum_range(US)
         assert low <= ours.sum <= high, why
-        # Most waits were behind the other spinner, in the millisecond buckets.
-        assert ours.between(1024 * US, 1) >= kernel.pcount / 2, why
         # The system-wide histogram holds the spinner's latencies, bucket by bucket.
         assert all(system.counts[le] >= n for le, n in ours.counts.items()), (system, ours)
 
