@@ -3,7 +3,8 @@ delivers each segment through the backlog) while the tick runs timer, sched and 
 
 The kernel counts every softirq it runs in /proc/softirqs, right before the softirq_entry
 tracepoint: read before and after each scrape, it brackets our counts exactly. Our raw
-tracepoints get every event; classic tracepoints, as softirqs-bpfcc uses, do not when a
+tracepoints get every event the kernel does not count in the program's recursion misses;
+classic tracepoints, as softirqs-bpfcc uses, do not when a
 softirq runs on the exit of an interrupt that came while a BPF program or a bpf(2) map
 operation was running on the CPU: a witness program on the classic tracepoints counts how many
 they were handed. softirqs-bpfcc -C, on those classic tracepoints too, counts the softirqs of
