@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     with busy_neighbour(args.busy_dir) if args.busy else nullcontext():
         for number in range(1, args.runs + 1):
             runs.append(run_once(number, out, args.pytest_args))
-            print(f"soak: run {number}/{args.runs} done in {runs[-1].seconds:.0f} s", flush=True)
+            run = runs[-1]
+            failed = f", failed: {' '.join(run.failed)}" if run.failed else ""
+            print(f"soak: run {number}/{args.runs}: {run.seconds:.0f} s{failed}", flush=True)
     text = report(runs, args.busy, out)
     (out / "report.txt").write_text(text + "\n")
     print(text)
