@@ -5,6 +5,7 @@
 #   make run ARGS='--help'           run the exporter (default port 9474)
 #   make test PYTEST_ARGS='-k hist'  lint, type-check, then pytest
 #   make lint                        ruff + mypy only
+#   make test-soak N=20 [BUSY=1]     kernel, fault and e2e suites N times: every test that failed
 #   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min)
 #   make clean                       remove .venv and caches (mounts and headers stay)
 
@@ -16,6 +17,8 @@ LINT_PATHS := $(wildcard exporter tests bench scripts)
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+N ?= 20
+BUSY ?= 0
 
 # The stamp skips the bootstrap while scripts/bootstrap.sh and pyproject.toml are unchanged.
 # Mounts vanish on reboot and headers links can be removed, which no file date shows: when
@@ -27,7 +30,7 @@ ifneq ($(BOOTSTRAP_STATE),ready)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-soak lint bench clean
 
 setup: $(STAMP)
 
@@ -45,6 +48,11 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# REQUIRE_BPF=1: a run that skips a kernel test fails it, as in CI.
+test-soak: $(STAMP)
+	REQUIRE_BPF=1 $(VENV)/bin/python scripts/soak.py --runs $(N) $(if $(filter 1,$(BUSY)),--busy) \
+		$(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)

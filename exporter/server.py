@@ -115,6 +115,10 @@ class SingleFlight:
             self._runner = None
 
 
+# The HTTP versions the h11 protocol speaks.
+HTTP_VERSIONS = ("1.0", "1.1")
+
+
 class App:
     def __init__(
         self,
@@ -139,6 +143,10 @@ class App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        if scope["http_version"] not in HTTP_VERSIONS:
+            # h11 takes any HTTP/d.d (HTTP/9.9 too) for a request this server would answer.
+            await _respond(send, 505, b"HTTP version not supported\n", "text/plain")
             return
         path, method = scope["path"], scope["method"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

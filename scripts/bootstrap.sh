@@ -21,6 +21,7 @@ PACKAGES=(
     bpftool
     bpftrace
     prometheus      # for promtool (checks /metrics exposition); its server is not started
+    linux-perf      # perf: the page faults test_prog_pagefaults compares with
 )
 
 say() { echo "bootstrap: $*"; }

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import REPO
+from ..conftest import REPO, cannot_run
 from .dashboards import BUILTINS, NO_DATA, expand, load, panels, query_variables, targets
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -139,7 +139,7 @@ def test_every_query_is_valid_promql(tmp_path: Path):
     """promtool parses each query (variables expanded) as a recording rule's expression."""
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("no promtool (Debian's prometheus package)")
+        cannot_run("no promtool (Debian's prometheus package)")
     values = dict(BUILTINS, datasource="prometheus", instance="a:1", pod="p", device="vda", op="r")
     values.update({f"k8s_{label}": "w" for label in WORKLOAD_LABELS})
     rules = [

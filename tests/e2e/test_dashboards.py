@@ -37,7 +37,7 @@ import yaml
 from exporter import config
 from exporter.decoders.k8s import CONTAINER_LOGS, POD_LOGS
 
-from ..conftest import REPO, free_port
+from ..conftest import REPO, cannot_run, free_port
 from ..k8s_pods import Pod, directories, kubelet_logs, real_node
 from ..kernel import workload
 from ..kernel.test_prog_oomkill import HOG, MemoryCgroup
@@ -232,7 +232,7 @@ def maybe(request: pytest.FixtureRequest, fixture: str) -> tuple[Any, str | None
 @pytest.fixture
 def prometheus(daemon, tmp_path: Path) -> Iterator[Prometheus]:
     if shutil.which("prometheus") is None:
-        pytest.skip("no prometheus (Debian's prometheus package)")
+        cannot_run("no prometheus (Debian's prometheus package)")
     exporter = daemon(
         f"--config.names={','.join(default_and_by_pod_configs())}",
         "--bpf.stats",  # the overview's run count and run time panels

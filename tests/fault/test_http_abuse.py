@@ -64,12 +64,13 @@ def raw(port: int, request: bytes, timeout: float = 10) -> bytes:
 
 
 def client_error_or_close(answer: bytes) -> bool:
-    """A 4xx, or a connection closed without a word. (An HTTP/2 preface parses as a request
-    for `*` with method PRI: a 404 is a fine answer to it.)"""
+    """A 4xx (505 for an HTTP version it does not speak), or a connection closed without a
+    word. (An HTTP/2 preface parses as a request for `*` with method PRI: a 404 is a fine
+    answer to it.)"""
     if not answer:
         return True
     line = answer.split(b"\r\n", 1)[0].split()
-    return line[0] == b"HTTP/1.1" and 400 <= int(line[1]) < 500
+    return line[0] == b"HTTP/1.1" and (400 <= int(line[1]) < 500 or int(line[1]) == 505)
 
 
 def request(

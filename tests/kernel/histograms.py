@@ -137,6 +137,14 @@ def bcc_tool(*args: str) -> Iterator[ToolRun]:
     assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}: {run.errors}"
 
 
+def timed_sleep(seconds: float) -> float:
+    """time.sleep() (clock_nanosleep(2)), returning how long it took around the call: at least
+    what the kernel measures from sys_enter to sys_exit."""
+    started = time.monotonic()
+    time.sleep(seconds)
+    return time.monotonic() - started
+
+
 @dataclass(frozen=True)
 class SchedStat:
     """/proc/PID/schedstat: what the scheduler itself accounted for a task (CONFIG_SCHED_INFO)."""
@@ -156,6 +164,29 @@ class SchedStat:
             self.run_delay_ns - other.run_delay_ns,
             self.pcount - other.pcount,
         )
+
+
+# /proc/stat's columns of CPU time, in ticks of 1/CLK_TCK s.
+CPU_TIMES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(cpu: int | None = None) -> dict[str, int]:
+    """/proc/stat: the time one CPU (all CPUs: None) spent in each state since boot."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == name:
+            return dict(zip(CPU_TIMES, map(int, fields[1:]), strict=False))
+    raise AssertionError(f"no {name} line in /proc/stat")
+
+
+def most_time_in(
+    before: dict[str, int], after: dict[str, int], *states: str, cpus: int = 1
+) -> float:
+    """The most seconds spent in these states between two reads of cpu_ticks() of `cpus` CPUs:
+    the kernel counts nanoseconds and prints whole ticks, so each CPU's count may lag by one."""
+    return sum(after[s] - before[s] + cpus for s in states) * TICK
 
 
 SWITCH_WITNESS = """

@@ -30,7 +30,7 @@ from exporter.headers import (
     kernel_offsets,
 )
 
-from ..conftest import REPO, Daemon, getppid_counter
+from ..conftest import REPO, Daemon, cannot_run, getppid_counter
 
 # Structs whose every named member is checked against bpftool's reading of the same BTF.
 BPFTOOL_STRUCTS = ("task_struct", "sock", "sock_common", "request", "sk_buff", "bpf_prog_info")
@@ -51,7 +51,7 @@ def bpftool_members() -> dict[str, list[tuple[str, int]]]:
     """{struct: [(member, bit offset)]} from `bpftool btf dump ... format raw`."""
     bpftool = shutil.which("bpftool")
     if bpftool is None:
-        pytest.skip("bpftool is not installed")
+        cannot_run("bpftool is not installed")
     dump = subprocess.run(
         [bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
         check=True,

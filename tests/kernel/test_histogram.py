@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
+
+from .histograms import timed_sleep
 
 M = 23
 SLEEP = 0.017  # 17 ms: 0.6 ms above its bucket's floor, 15.8 ms below its ceiling
@@ -61,21 +62,22 @@ programs:
 
 def test_sleeps_land_in_the_bucket_that_contains_them(daemon, write_config):
     exporter = daemon(f"--config.file={write_config('sleeps', SLEEPS % os.getpid())}")
-    for _ in range(M):
-        time.sleep(SLEEP)  # clock_nanosleep(2) on Linux
+    took = [timed_sleep(SLEEP) for _ in range(M)]
     samples = exporter.scrape()
 
     def bucket(le: str) -> float:
         return samples[("bcc_sleep_seconds_bucket", frozenset({("le", le)}))]
 
     # 17 ms = 17000 us: bpf_log2l gives slot 15 (16384 <= us < 32768), exported as le=2^15 us.
-    # A sleep overshoots by scheduler latency (never undershoots): 15.8 ms of headroom here.
+    # A sleep overshoots by the wake-up latency (never undershoots), which a busy machine can
+    # stretch past the 15.8 ms of headroom: the sleeps that took less than 32.768 ms around
+    # the call are there, at least.
     assert bucket("0.016384") == 0
-    assert bucket("0.032768") == M
+    assert sum(t < 0.032768 for t in took) <= bucket("0.032768") <= M, took
     assert bucket("+Inf") == M
     assert samples[("bcc_sleep_seconds_count", frozenset())] == M
     total = samples[("bcc_sleep_seconds_sum", frozenset())]
-    assert M * SLEEP <= total < M * 0.032768
+    assert M * SLEEP <= total <= sum(took)
 
 
 def test_percpu_histogram_summed_and_split_by_cpu(daemon, write_config):
@@ -91,16 +93,18 @@ def test_percpu_histogram_summed_and_split_by_cpu(daemon, write_config):
     )
     exporter = daemon(f"--config.file={write_config('sleeps', both % (os.getpid(), os.getpid()))}")
     original = os.sched_getaffinity(0)
+    took = {}
     try:
         for cpu, sleeps in split.items():
             os.sched_setaffinity(0, {cpu})
-            for _ in range(sleeps):
-                time.sleep(SLEEP)
+            took[cpu] = [timed_sleep(SLEEP) for _ in range(sleeps)]
     finally:
         os.sched_setaffinity(0, original)
     samples = exporter.scrape()
-    assert samples[("bcc_sleep_seconds_bucket", frozenset({("le", "0.032768")}))] == M
+    within = {cpu: sum(t < 0.032768 for t in times) for cpu, times in took.items()}
+    bucket = samples[("bcc_sleep_seconds_bucket", frozenset({("le", "0.032768")}))]
+    assert sum(within.values()) <= bucket <= M, took
     for cpu, sleeps in split.items():
         labels = frozenset({("cpu", str(cpu)), ("le", "0.032768")})
-        assert samples[("bcc_sleep_by_cpu_seconds_bucket", labels)] == sleeps
+        assert within[cpu] <= samples[("bcc_sleep_by_cpu_seconds_bucket", labels)] <= sleeps
         assert samples[("bcc_sleep_by_cpu_seconds_count", frozenset({("cpu", str(cpu))}))] == sleeps

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import cannot_run
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -39,7 +40,7 @@ def loop_device(tmp_path: Path) -> Iterator[str]:
     """A fresh loop device under the mq-deadline scheduler (so requests are inserted into a
     queue, and block_rq_insert fires), detached afterwards."""
     if shutil.which("losetup") is None:
-        pytest.skip("no losetup")
+        cannot_run("no losetup")
     image = tmp_path / "disk.img"
     with image.open("wb") as f:
         f.truncate(4 * N * SIZE)
@@ -47,7 +48,7 @@ def loop_device(tmp_path: Path) -> Iterator[str]:
         ["losetup", "-f", "--show", str(image)], capture_output=True, text=True
     )
     if attached.returncode != 0:
-        pytest.skip(f"cannot attach a loop device: {attached.stderr.strip()}")
+        cannot_run(f"cannot attach a loop device: {attached.stderr.strip()}")
     device = attached.stdout.strip()
     name = Path(device).name
     scheduler = Path(f"/sys/block/{name}/queue/scheduler")

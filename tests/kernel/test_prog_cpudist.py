@@ -22,8 +22,10 @@ import yaml
 from .conftest import REPO
 from .histograms import (
     SchedStat,
+    cpu_ticks,
     delivered,
     final_schedstat,
+    most_time_in,
     scraped,
     switch_witness,
     wait_blocked,
@@ -74,6 +76,7 @@ def test_fifo_task_slices(daemon, write_config):
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n", proc.stderr
         wait_blocked(proc.pid)
         start = SchedStat.of(proc.pid)  # blocked: nothing changes until released
+        ticks = [cpu_ticks(cpu)]
         before = exporter.scrape()
         released = time.monotonic()
         assert proc.stdin is not None
@@ -81,6 +84,7 @@ def test_fifo_task_slices(daemon, write_config):
         proc.stdin.close()
         ran = final_schedstat(proc) - start
         lifetime = time.monotonic() - released
+        ticks.append(cpu_ticks(cpu))
         after = exporter.scrape()
         assert proc.wait() == 0
     finally:
@@ -108,12 +112,15 @@ def test_fifo_task_slices(daemon, write_config):
     # The slices add up to at least the whole busy periods, at most to its time alive; and to the
     # kernel's time on a CPU, up to where each side reads its clock: the kernel's slice starts
     # with the run-queue clock of the wakeup that preempted for it (earlier than our
-    # sched_switch by the time to get there), and leaves out time the hypervisor took the vCPU
-    # away. Measured: 0.2-1.4 ms apart in 116 ms (up to 61 us a slice); allowed: 5%.
+    # sched_switch by a few microseconds of code with interrupts off: allowed 10 us a slice),
+    # and leaves out the time in interrupts and the time the hypervisor took the vCPU away,
+    # which /proc/stat counts for the CPU. Measured: 0.2-1.4 ms apart in 116 ms.
     assert ours.sum is not None
     assert max(N - split - lost, 0) * BUSY <= ours.sum <= lifetime, why
     if not lost:
-        assert abs(ours.sum - ran.exec_ns * 1e-9) <= 0.05 * ran.exec_ns * 1e-9, why
+        away = most_time_in(*ticks, "irq", "softirq", "steal")
+        apart = ran.pcount * 10 * US + away
+        assert abs(ours.sum - ran.exec_ns * 1e-9) <= apart, (*why, away)
     low, high = ours.sum_range(US)
     assert low <= ours.sum <= high, why
 

@@ -92,8 +92,11 @@ def bpftrace_lifecycle(comms: list[str]) -> Callable[[], dict[str, dict]]:
         found: dict[str, dict] = {"execs": {}, "forks": {}, "exits": {}}
         for m in re.finditer(r"@execs\[(\w+)\]: (\d+)", out):
             found["execs"][m[1]] = int(m[2])
+        # bpftrace 0.17 can print one key of @forks many times (seen here: an entry for nearly
+        # every event; likely the ternary's string buffer, bytes past its NUL in the key).
         for m in re.finditer(r"@forks\[(\w+), (\w+)\]: (\d+)", out):
-            found["forks"][(m[1], m[2])] = int(m[3])
+            key = (m[1], m[2])
+            found["forks"][key] = found["forks"].get(key, 0) + int(m[3])
         for m in re.finditer(r"@exits\[(\w+), (\d+)\]: (\d+)", out):
             key = (m[1], exit_class(int(m[2])))
             found["exits"][key] = found["exits"].get(key, 0) + int(m[3])

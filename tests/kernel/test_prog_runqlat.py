@@ -7,8 +7,9 @@ Besides the built-in program, the daemon runs the same source compiled for each 
 (-DTARGET_PID): those are matched against the scheduler's own account of that task,
 /proc/PID/schedstat (times put on a CPU, time spent runnable): the count exactly whenever the
 kernel handed every event of the task to the BPF programs (a witness program counts the
-switches it was handed: see histograms.switch_witness). The system-wide histogram holds them,
-and agrees with runqlat-bpfcc run over the same window.
+switches it was handed: see histograms.switch_witness). The system-wide histogram holds them.
+runqlat-bpfcc, run around the same window, counts at least the spinners' waits (the kernel's
+count) and at most one wait per context switch (/proc/stat's ctxt over its life).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -25,9 +27,10 @@ from .histograms import (
     SchedStat,
     bcc_log2,
     bcc_tool,
+    cpu_ticks,
     delivered,
     final_schedstat,
-    ks_distance,
+    most_time_in,
     recursion_misses,
     scraped,
     switch_witness,
@@ -50,6 +53,14 @@ while time.monotonic() < until:
     if in_kernel:
         os.readv(zero, [buffer])  # clears 4 MiB in the kernel, calling cond_resched()
 """
+
+
+def context_switches() -> int:
+    """The kernel's count of context switches on all CPUs since boot (/proc/stat ctxt)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("ctxt "):
+            return int(line.split()[1])
+    raise AssertionError("no ctxt line in /proc/stat")
 
 
 def per_spinner_config(pids: dict[str, int]) -> str:
@@ -88,6 +99,7 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
             assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
             wait_blocked(proc.pid)
             start[mode] = SchedStat.of(proc.pid)  # blocked: nothing changes until released
+        switches, ticks = [context_switches()], [cpu_ticks()]
         with bcc_tool("/usr/sbin/runqlat-bpfcc") as tool:
             before = exporter.scrape()
             until = time.monotonic() + SPIN
@@ -95,8 +107,11 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
                 assert proc.stdin is not None
                 proc.stdin.write(f"{until}\n")
                 proc.stdin.close()
+            released = time.monotonic()  # both woken: runnable until `until`, never blocked
             waited = {mode: final_schedstat(proc) - start[mode] for mode, proc in spinners.items()}
             after = exporter.scrape()
+        switches.append(context_switches())
+        ticks.append(cpu_ticks())
         for proc in spinners.values():
             assert proc.wait() == 0
     finally:
@@ -105,6 +120,13 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
             proc.wait()
 
     system = scraped(before, after, "bcc_runqueue_latency_seconds")
+    # The premise: they contended. From `released` to `until` both were runnable on one CPU,
+    # where one runs at a time: at every moment at least one of them waited (the kernel's
+    # run_delay; 10 us a wait for where its clock and ours were read).
+    pcount = sum(kernel.pcount for kernel in waited.values())
+    contended = sum(kernel.run_delay_ns for kernel in waited.values()) * 1e-9 + pcount * 10 * US
+    assert contended >= until - released, (waited, until - released)
+    stolen = most_time_in(*ticks, "steal", cpus=os.cpu_count() or 1)
     for mode, kernel in waited.items():
         program = f"runqlat_{mode}"
         missed = recursion_misses(after, program) - recursion_misses(before, program)
@@ -115,43 +137,34 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         # most one latency.
         on, off = delivered(before, after, pids[mode])
         lost = (kernel.pcount - on) + (kernel.pcount - off) + missed
-        why = (mode, kernel, ours, on, off, missed)
-        # The premise: they did contend, waiting milliseconds each time (a tick is 4 ms here).
-        assert kernel.run_delay_ns / kernel.pcount > 1e6, why
+        why = (mode, kernel, ours, on, off, missed, stolen)
         # One latency each time the scheduler put the task on a CPU (released, or its turn
         # again after a preemption): exactly, when every event reached us.
         assert kernel.pcount - lost <= ours.total <= kernel.pcount, why
         # The sum is the kernel's run_delay, up to where each side reads its clock: the kernel
         # reads the run-queue clock (updated when __schedule() starts, or earlier when a wakeup
         # asked to skip the update), we read ktime at the tracepoints; and whole-us truncation.
-        # Measured: 0.5-5.5 us per latency, of 4-12 ms latencies; allowed: 10 us each, and 1%
-        # for the hypervisor taking the vCPU away between the two reads.
+        # Between the two reads the kernel runs a few microseconds of code with interrupts off
+        # (measured: 0.5-5.5 us per latency, of 4-12 ms latencies; allowed: 10 us each), unless
+        # the hypervisor takes the vCPU away there: at most the time it took from the CPUs.
         assert ours.sum is not None
-        slack = kernel.pcount * 10 * US + 0.01 * kernel.run_delay_ns * 1e-9
+        slack = kernel.pcount * 10 * US + stolen
         assert ours.sum <= kernel.run_delay_ns * 1e-9 + slack, why
         if not lost:
             assert ours.sum >= kernel.run_delay_ns * 1e-9 - slack, why
         # Each latency lies in its bucket: slot le=2^k us holds 2^(k-1) .. 2^k - 1 us.
         low, high = ours.sum_range(US)
         assert low <= ours.sum <= high, why
-        # Most waits were behind the other spinner, in the millisecond buckets.
-        assert ours.between(1024 * US, 1) >= kernel.pcount / 2, why
         # The system-wide histogram holds the spinner's latencies, bucket by bucket.
         assert all(system.counts[le] >= n for le, n in ours.counts.items()), (system, ours)
 
-    # runqlat-bpfcc, attached just before the first scrape and stopped just after the second:
-    # the same latencies, plus those of the milliseconds around the scrapes, minus the events
-    # the kernel dropped for us (its raw tracepoints are not dropped; ours are tracepoints for
-    # their arguments: its task_struct reads go through the mismatched headers here).
+    # runqlat-bpfcc, attached before the spinners were released and reading its map after
+    # they exited: its raw tracepoints are never skipped (ours are tracepoints for their
+    # arguments: its task_struct reads go through the mismatched headers here), so it got
+    # every wait of the spinners the kernel counted; and a wait ends with a context switch.
+    # Counts, not the shape of the distribution: each side reads its clock at another point.
     assert "usecs" in tool.output, tool.output
     theirs = bcc_log2(tool.output, US)
-    assert abs(theirs.total - system.total) <= 0.1 * system.total + 10, (system, theirs)
-    assert ks_distance(system, theirs) <= 0.1, (system, theirs)
-    # The median in the same bucket or the next one; or, where the waits behind the spinners
-    # and the short ones elsewhere split about half and half, on either side of the gap.
-    low, high = sorted((system.median_le(), theirs.median_le()))
-    adjacent = high <= 2 * low * (1 + 1e-9)
-    halves = abs(system.cdf(low) - 0.5) <= 0.1 and abs(theirs.cdf(low) - 0.5) <= 0.1
-    assert adjacent or halves, (system, theirs)
-    long_ours, long_theirs = system.between(1024 * US, 1), theirs.between(1024 * US, 1)
-    assert abs(long_theirs - long_ours) <= 0.05 * long_ours + 5, (system, theirs)
+    least, most = sum(kernel.pcount for kernel in waited.values()), switches[1] - switches[0]
+    assert least <= theirs.total <= most, (least, theirs, most)
+    assert system.total <= most, (system, most)  # ours too, over a part of that window

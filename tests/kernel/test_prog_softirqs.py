@@ -3,11 +3,18 @@ delivers each segment through the backlog) while the tick runs timer, sched and 
 
 The kernel counts every softirq it runs in /proc/softirqs, right before the softirq_entry
 tracepoint: read before and after each scrape, it brackets our counts exactly. Our raw
-tracepoints get every event; classic tracepoints, as softirqs-bpfcc uses, do not when a
+tracepoints get every event the kernel does not count in the program's recursion misses;
+classic tracepoints, as softirqs-bpfcc uses, do not when a
 softirq runs on the exit of an interrupt that came while a BPF program or a bpf(2) map
 operation was running on the CPU: a witness program on the classic tracepoints counts how many
-they were handed. softirqs-bpfcc -d, run over the same window, agrees on the count and the
-distribution of the time by vector, of the softirqs it was handed.
+they were handed. softirqs-bpfcc -C, on those classic tracepoints too, counts the softirqs of
+each vector it was handed: the witness's counts over the scrapes inside the tool's life and over
+scrapes outside it bracket the tool's counts exactly.
+
+No comparison of the time by vector with softirqs-bpfcc -d: the classic tracepoints' perf record
+lies inside its intervals and not in ours, so below a microsecond the two distributions differ
+by a margin that moves with the machine (seen: 268 of our net_rx softirqs under 1,024 ns, none
+of its). Our time is checked against its own buckets and against the CPUs' time instead.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from .histograms import Hist, Samples, bcc_log2, bcc_tool, ks_distance, scraped, series
+from .histograms import Samples, bcc_tool, recursion_misses, scraped, series
 
 NS = 1e-9
 TRANSFER = 64 << 20  # bytes sent over loopback TCP
@@ -30,30 +37,21 @@ VECTORS += ("hrtimer", "rcu")
 
 WITNESS = """
 programs:
-  - name: softirq_events
+  - name: softirq_entries
     code: |
-      struct key { u32 vec; u32 way; };
-      BPF_HASH(events, struct key, u64, 64);
+      BPF_ARRAY(entries, u64, 16);
       TRACEPOINT_PROBE(irq, softirq_entry) {
-          struct key key = {.vec = args->vec};
-          events.atomic_increment(key);
-          return 0;
-      }
-      TRACEPOINT_PROBE(irq, softirq_exit) {
-          struct key key = {.vec = args->vec, .way = 1};
-          events.atomic_increment(key);
+          u32 vec = args->vec;
+          entries.atomic_increment(vec);
           return 0;
       }
     metrics:
       counters:
-        - name: test_softirq_events_total
-          help: softirq_entry/exit events, as the kernel handed them to classic tracepoints.
-          map: events
+        - name: test_softirq_entries_total
+          help: softirq_entry events by vector, as the kernel handed them to classic tracepoints.
+          map: entries
           labels:
             - {name: vec, size: 4, decoders: [{name: uint}]}
-            - name: way
-              size: 4
-              decoders: [{name: uint}, {name: static_map, static_map: {0: entry, 1: exit}}]
 """
 
 
@@ -66,16 +64,10 @@ def proc_softirqs() -> dict[str, int]:
     return counts
 
 
-def delivered(before: Samples, after: Samples, vector: str) -> float:
-    """Softirqs of `vector` whose entry and exit events the classic tracepoints were handed
-    between two scrapes, at most."""
-
-    def way(w: str) -> float:
-        labels = frozenset({("vec", str(VECTORS.index(vector))), ("way", w)})
-        key = ("bcc_test_softirq_events_total", labels)
-        return after.get(key, 0.0) - before.get(key, 0.0)
-
-    return min(way("entry"), way("exit"))
+def handed(before: Samples, after: Samples, vector: str) -> float:
+    """Softirqs of `vector` whose entry the classic tracepoints were handed between two scrapes."""
+    key = ("bcc_test_softirq_entries_total", frozenset({("vec", str(VECTORS.index(vector)))}))
+    return after.get(key, 0.0) - before.get(key, 0.0)
 
 
 def tcp_transfer(size: int) -> None:
@@ -100,16 +92,18 @@ def tcp_transfer(size: int) -> None:
     assert received == [size]
 
 
-def distributions(text: str) -> dict[str, Hist]:
-    """softirqs-bpfcc -d -N: a log2 histogram of nanoseconds per "softirq = NAME" section."""
-    parts = re.split(r"^softirq = (\S+)\n", text, flags=re.M)
-    return {name: bcc_log2(rows, NS) for name, rows in zip(parts[1::2], parts[2::2], strict=True)}
+def counts(text: str) -> dict[str, int]:
+    """softirqs-bpfcc -C: "NAME  COUNT" rows under a "SOFTIRQ  TOTAL_count" header."""
+    table = text.split("TOTAL_count\n", 1)
+    assert len(table) == 2, text
+    return {name: int(n) for name, n in re.findall(r"^(\S+)\s+(\d+)$", table[1], re.M)}
 
 
 def test_loopback_transfer(daemon, write_config):
     witness = write_config("witness", WITNESS)
     exporter = daemon("--config.names=softirqs", f"--config.file={witness}")
-    with bcc_tool("/usr/sbin/softirqs-bpfcc", "-d", "-N") as tool:
+    outside = exporter.scrape()
+    with bcc_tool("/usr/sbin/softirqs-bpfcc", "-C") as tool:
         p0 = proc_softirqs()
         before = exporter.scrape()
         p1 = proc_softirqs()
@@ -120,15 +114,20 @@ def test_loopback_transfer(daemon, write_config):
         p2 = proc_softirqs()
         after = exporter.scrape()
         p3 = proc_softirqs()
+    past = exporter.scrape()
 
     ours = {v: scraped(before, after, "bcc_softirq_time_seconds", vector=v) for v in VECTORS}
     assert series(after, "bcc_softirq_time_seconds_count", "vector") <= set(VECTORS)
     ncpu = os.cpu_count() or 1
     for vector, hist in ours.items():
-        why = (vector, hist, p0[vector], p1[vector], p2[vector], p3[vector])
+        missed = recursion_misses(after, "softirqs") - recursion_misses(before, "softirqs")
+        why = (vector, hist, p0[vector], p1[vector], p2[vector], p3[vector], missed)
         # Exactly the kernel's count, within the softirqs that were running while a scrape read
-        # the map (counted by the kernel on entry, by us on exit): at most one per CPU.
-        assert p2[vector] - p1[vector] - ncpu <= hist.total <= p3[vector] - p0[vector] + ncpu, why
+        # the map (counted by the kernel on entry, by us on exit): at most one per CPU; less
+        # those the kernel did not run our programs for (counted in recursion_misses): each
+        # costs at most one softirq.
+        least = p2[vector] - p1[vector] - ncpu - missed
+        assert least <= hist.total <= p3[vector] - p0[vector] + ncpu, why
         if not hist.total:
             continue  # none ran, or none since the daemon started: no series at all
         # Time in softirq cannot exceed the CPUs' time; each duration lies in its bucket.
@@ -139,23 +138,13 @@ def test_loopback_transfer(daemon, write_config):
     assert ours["net_rx"].total >= 100, ours["net_rx"]
     assert ours["net_rx"].sum > 0
 
-    # softirqs-bpfcc -d -N, attached just before the first scrape and stopped just after the
-    # second: of the softirqs it was handed (as many as the witness was: the same classic
-    # tracepoints), as many as ours within those of the milliseconds around the scrapes, and
-    # the same distribution of their time. (Not its total time: one softirq stretched by the
-    # hypervisor in those milliseconds, or one of its entries dropped, which pairs the next
-    # exit with an older entry, moves a total by a third.) Measured: counts within 2%, KS
-    # distance below 0.05; allowed: 10% + 20, 0.15.
-    theirs = distributions(tool.output)
+    # softirqs-bpfcc -C, attached before `before` and reading its counts after `after`, was
+    # handed every entry the witness was handed in between (both programs run on each hit of
+    # the classic tracepoint, or neither), and only entries the witness was handed between
+    # `outside` and `past`: exactly, per vector, under the names our static_map gives them.
+    theirs = counts(tool.output)
     assert set(theirs) <= set(VECTORS), theirs
-    compared = []
-    for vector, hist in ours.items():
-        if hist.total < 50:
-            continue  # too few to compare with a tolerance
-        handed = delivered(before, after, vector)
-        them = theirs.get(vector, Hist({}))
-        why = (vector, hist, them, handed)
-        assert abs(them.total - handed) <= 0.1 * handed + 20, why
-        assert ks_distance(hist, them) <= 0.15, why
-        compared.append(vector)
-    assert "net_rx" in compared
+    for vector in VECTORS:
+        least, most = handed(before, after, vector), handed(outside, past, vector)
+        assert least <= theirs.get(vector, 0) <= most, (vector, least, theirs, most)
+    assert handed(before, after, "net_rx") > 0, theirs  # the bracket held the workload

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
+from ..conftest import cannot_run
 from . import workload
 from .test_prog_syscalls import delta, series, syscount
 
@@ -66,8 +65,9 @@ def test_failures_count_exactly_by_syscall_and_errno(daemon):
 LOUD_FAILS = 10_007
 
 
-@pytest.mark.skipif(shutil.which("syscount-bpfcc") is None, reason="no syscount-bpfcc")
 def test_failures_match_syscount_x_on_the_same_window(daemon):
+    if shutil.which("syscount-bpfcc") is None:
+        cannot_run("no syscount-bpfcc (Debian's bpfcc-tools) to compare with")
     exporter = daemon("--config.names=syscall_errors")
     theirs = syscount("-x")  # failed syscalls (return < 0) by syscall, counted at sys_exit
     before = exporter.scrape()

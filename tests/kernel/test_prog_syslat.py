@@ -13,8 +13,7 @@ import shutil
 import signal
 import subprocess
 
-import pytest
-
+from ..conftest import cannot_run
 from . import workload
 
 SLEEPS = 23  # bcc's rule for tools: a prime number of events
@@ -59,7 +58,9 @@ def syscount_latency(syscall: str) -> subprocess.Popen[str]:
 
 def test_timed_waits_land_in_their_bucket_and_match_syscount(daemon):
     exporter = daemon("--config.names=syslat")
-    theirs = syscount_latency("rt_sigtimedwait") if shutil.which("syscount-bpfcc") else None
+    if shutil.which("syscount-bpfcc") is None:
+        cannot_run("no syscount-bpfcc (Debian's bpfcc-tools) to compare with")
+    theirs = syscount_latency("rt_sigtimedwait")
     before = exporter.scrape()
     printed = workload.run(
         workload.unique_comm(),
@@ -102,15 +103,13 @@ def test_timed_waits_land_in_their_bucket_and_match_syscount(daemon):
     assert sleeps["+Inf"] - sleeps[LE_BELOW] >= SLEEPS
     assert sleeps["sum"] >= SLEEPS * LENGTH
 
-    if theirs is None:
-        pytest.skip("no syscount-bpfcc to compare with (the rest passed)")
     theirs.send_signal(signal.SIGINT)
     out, _ = theirs.communicate(timeout=30)
     found = re.search(r"^rt_sigtimedwait +(\d+) +([\d.]+)$", out, re.MULTILINE)
     assert found, out
     count, total_us = int(found[1]), float(found[2])
     assert count == WAITS
-    # Both time sys_enter -> sys_exit of the same calls, but read the clock at other points
-    # (raw vs classic tracepoints, one program's run inside the other's window): ~1 us per
-    # call apart here. Allow 0.1% of the total (10 us per call).
-    assert abs(total_us * 1e-6 - waits["sum"]) <= waits["sum"] * 0.001
+    # Both time sys_enter -> sys_exit of the same calls, reading the clock at other points
+    # (raw vs classic tracepoints; measured ~1 us per call apart): no closer to each other than
+    # that, but both inside what the workload measured around the calls, as ours above.
+    assert WAITS * LENGTH <= total_us * 1e-6 <= sum(measured) * 1e-9, (total_us, measured)

@@ -178,15 +178,21 @@ def test_v1_config_runs_unchanged(daemon, write_config):
     # Every figure is one child's (a unique comm): the test process itself sleeps and calls
     # things (subprocess waits, polling) that would count too. The kaddr program filters on
     # this process's tgid and counts getppid, which only the loop below calls.
-    workload.run(
+    took = workload.run(
         comm,
         f"""
 import time
 for _ in range({K}):
     os.getppid()
+    started = time.monotonic()
     time.sleep(0.017)
+    print(time.monotonic() - started)
 """,
     )
+    # A sleep overshoots by the wake-up latency, which a busy machine can stretch past the
+    # 15.8 ms of headroom in le=32.768 ms: the sleeps that took less around the call are there.
+    slept = [float(t) for t in took.split()]
+    within = sum(t < 0.032768 for t in slept)
     for _ in range(K):
         os.getppid()
     samples = exporter.scrape()
@@ -200,7 +206,6 @@ for _ in range({K}):
         "raw": value("ebpf_exporter_raw_getppid_total", comm=comm),
         "events": value("ebpf_exporter_getppid_events", comm=comm),
         "le_16ms": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.016384"),
-        "le_32ms": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.032768"),
         "le_max": value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="67.108864"),
         "count": value("ebpf_exporter_sleep_latency_seconds_count", **series),
     }
@@ -210,11 +215,12 @@ for _ in range({K}):
         "raw": K,
         "events": K,
         "le_16ms": 0,
-        "le_32ms": K,
         "le_max": K,
         "count": K,
     }
-    assert K * 0.017 <= value("ebpf_exporter_sleep_latency_seconds_sum", **series) < K * 0.032768
+    le_32ms = value("ebpf_exporter_sleep_latency_seconds_bucket", **series, le="0.032768")
+    assert within <= le_32ms <= K, slept
+    assert K * 0.017 <= value("ebpf_exporter_sleep_latency_seconds_sum", **series) <= sum(slept)
     for name in ("kaddr_calls", "sleeps", "raw_getppid", "getppid_events"):
         assert value("ebpf_exporter_enabled_programs", name=name) == 1
     if not kprobes_available():

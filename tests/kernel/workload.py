@@ -56,3 +56,41 @@ def bpftrace(script: str) -> Callable[[], str]:
         return proc.communicate(timeout=30)[0]
 
     return finish
+
+
+# One second of busy loop in user space, pinned to one CPU at a real-time priority: nothing
+# preempts it bar interrupts, the hypervisor and the RT throttle's break (the deadline server
+# that gives other tasks a share). It makes no system call (perf_counter is read in the vDSO):
+# a sample that fires while a BPF program another tool put on a syscall tracepoint runs on that
+# CPU is dropped by the kernel (bpf_prog_active). It prints its CPU time and how many times it
+# was put back on the CPU meanwhile (/proc/self/schedstat), and exits without a teardown.
+BUSY_SECOND = """
+import time
+os.sched_setaffinity(0, {%(cpu)d})
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+def switches():
+    return int(open("/proc/self/schedstat").read().split()[2])
+cpu, put_on = time.process_time(), switches()
+start = time.perf_counter()
+while time.perf_counter() - start < 1.0:
+    pass
+print(time.process_time() - cpu, switches() - put_on, flush=True)
+os._exit(0)
+"""
+
+
+def busy_second(cpu: int) -> str:
+    """BUSY_SECOND's body on `cpu`: prints "CPU-seconds switches"."""
+    return BUSY_SECOND % {"cpu": cpu}
+
+
+def sampled(hz: int, printed: str, away: float) -> tuple[float, float]:
+    """The least and the most samples a cpu-clock event at `hz` on its CPU takes of a
+    busy_second() child that printed `printed`, with at most `away` seconds of that CPU spent in
+    interrupts or taken by the hypervisor meanwhile (neither is in the child's CPU time). Each
+    stretch the child ran without a break, of t seconds, gets hz * t samples give or take one;
+    it ran in one stretch more than the times it was put back on the CPU."""
+    cpu_seconds, switches = printed.split()
+    stretches = int(switches) + 1
+    expected = hz * float(cpu_seconds)
+    return expected - stretches - hz * away, expected + stretches + hz * away

@@ -53,15 +53,19 @@ def make_app(telemetry_path: str = "/metrics") -> tuple[App, ExporterCollector]:
     return App(registry, exporter, telemetry_path), exporter
 
 
-def request(app: App, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
-    return asyncio.run(call(app, method, path, headers))
+def request(
+    app: App, method: str, path: str, headers: dict[str, str] | None = None, version: str = "1.1"
+) -> Response:
+    return asyncio.run(call(app, method, path, headers, version))
 
 
-async def call(app: App, method: str, path: str, headers: dict[str, str] | None = None) -> Response:
+async def call(
+    app: App, method: str, path: str, headers: dict[str, str] | None = None, version: str = "1.1"
+) -> Response:
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
-        "http_version": "1.1",
+        "http_version": version,
         "method": method,
         "scheme": "http",
         "path": path,
@@ -300,6 +304,18 @@ def test_other_methods_are_not_allowed(app: App, method: str, path: str) -> None
     assert r.status == 405
     assert r.headers["allow"] == "GET, HEAD"
     assert r.body == b"method not allowed\n"
+
+
+@pytest.mark.parametrize("version", ["9.9", "2.0", "0.9"])
+def test_other_http_versions_are_505(app: App, version: str) -> None:
+    # h11 parses "GET /metrics HTTP/9.9" into a request like any other.
+    r = request(app, "GET", "/metrics", version=version)
+    assert (r.status, r.body) == (505, b"HTTP version not supported\n")
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_http_1_is_served(app: App, version: str) -> None:
+    assert request(app, "GET", "/healthz", version=version).status == 200
 
 
 @pytest.mark.parametrize("path", ["/nope", "/metrics/", "/metricsx", "/healthz/extra"])
