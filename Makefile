@@ -7,6 +7,8 @@
 #   make lint                        ruff + mypy only
 #   make test-soak N=20 [BUSY=1]     kernel, fault and e2e suites N times: every test that failed
 #   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min)
+#   make wheelhouse                  Python wheels for an offline image build (wheelhouse/)
+#   make test-image                  build the image, run it, scrape it (opt-in; docs/testing.md)
 #   make clean                       remove .venv and caches (mounts and headers stay)
 
 SHELL := /bin/bash
@@ -30,7 +32,7 @@ ifneq ($(BOOTSTRAP_STATE),ready)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: setup run test test-soak lint bench clean
+.PHONY: setup run test test-soak lint bench wheelhouse test-image clean
 
 setup: $(STAMP)
 
@@ -57,6 +59,21 @@ test-soak: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
+# The wheels of pyproject.toml's dependencies and build requirements for bookworm's Python
+# 3.11, which `docker build` installs from the build context with no index (.dockerignore lets
+# wheelhouse/ in; .gitignore keeps it out of the repository).
+wheelhouse: $(STAMP)
+	rm -rf wheelhouse && mkdir wheelhouse
+	$(VENV)/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
+		print(*p["project"]["dependencies"], *p["build-system"]["requires"], sep="\n")' \
+		> wheelhouse/requirements.txt
+	$(VENV)/bin/pip download -q -d wheelhouse --python-version 3.11 --only-binary=:all: \
+		-r wheelhouse/requirements.txt
+
+# Docker (Debian's docker.io) and a debootstrapped base are set up by scripts/image_host.sh.
+test-image: wheelhouse
+	BCC_EXPORTER_IMAGE_TEST=1 $(VENV)/bin/python -m pytest tests/image $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info wheelhouse .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -3,26 +3,36 @@
 #
 #   sudo scripts/bootstrap.sh                     # host: Debian packages, kernel headers,
 #                                                 # tracefs/debugfs mounts, .venv (editable, [test])
-#   BOOTSTRAP_IN_IMAGE=1 scripts/bootstrap.sh     # image build: Debian packages and fallback
-#                                                 # headers in /opt/kernel-headers (no mounts or
-#                                                 # venv; the Dockerfile makes its own venv)
-#   scripts/bootstrap.sh --list-packages          # print the Debian package list and exit
+#   BOOTSTRAP_IN_IMAGE=1 scripts/bootstrap.sh     # image's final stage: the runtime packages
+#                                                 # and fallback headers in /opt/kernel-headers
+#                                                 # (no mounts or venv: the build stage makes it)
+#   scripts/bootstrap.sh --list-packages          # print the Debian packages (all) and exit
 #
 # Idempotent. With nothing missing it only checks (dpkg-query, two mountpoints, one python
 # start) and takes a fraction of a second. Works from any cwd; must run as root.
 set -euo pipefail
 
-# The Debian packages of every machine, and of the image: the Dockerfile installs them by
-# running this script (tests/unit/test_bootstrap.py checks that nothing installs another list).
-PACKAGES=(
+# The Debian packages. The image carries RUNTIME_PACKAGES only: the Dockerfile's final stage
+# installs them by running this script, its build stage names python3-venv from DEV_PACKAGES.
+# A machine that builds and tests gets both (tests/unit/test_bootstrap.py checks that nothing
+# installs a package from another list).
+RUNTIME_PACKAGES=(
     python3-bpfcc   # the bcc module; it imports only under Debian's /usr/bin/python3
+)
+DEV_PACKAGES=(
+    python3-venv    # .venv, and the image's build stage
     bpfcc-tools     # biolatency, runqlat, ...: the reference numbers our metrics must match
-    python3-venv
     bpftool
     bpftrace
     prometheus      # for promtool (checks /metrics exposition); its server is not started
     linux-perf      # perf: the page faults test_prog_pagefaults compares with
 )
+IN_IMAGE=${BOOTSTRAP_IN_IMAGE:-0}
+if [[ $IN_IMAGE == 1 ]]; then
+    PACKAGES=("${RUNTIME_PACKAGES[@]}")
+else
+    PACKAGES=("${RUNTIME_PACKAGES[@]}" "${DEV_PACKAGES[@]}")
+fi
 
 say() { echo "bootstrap: $*"; }
 warn() { echo "bootstrap: WARNING: $*" >&2; }
@@ -38,7 +48,6 @@ fi
 [[ $# -eq 0 ]] || die "usage: $0 [--list-packages]"
 
 START=$EPOCHREALTIME
-IN_IMAGE=${BOOTSTRAP_IN_IMAGE:-0}
 ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 cd "$ROOT"
 
@@ -177,7 +186,7 @@ link_headers() {
 # headers in -common and -<arch>; away from /usr/src, which the host's mount hides.
 FALLBACK_HEADERS=/opt/kernel-headers
 image_fallback_headers() {
-    local meta ver
+    local meta ver karch
     meta=linux-headers-$(headers_flavour)
     apt_install "$meta"
     ver=$(debian_headers_version "$meta")
@@ -186,7 +195,14 @@ image_fallback_headers() {
     mkdir -p "$FALLBACK_HEADERS"
     cp -a "$(readlink -f "/lib/modules/$ver/source")/." "$FALLBACK_HEADERS/"
     cp -a "$(readlink -f "/lib/modules/$ver/build")/." "$FALLBACK_HEADERS/"
-    apt-get purge -y -qq --auto-remove "$meta" "linux-headers-$ver" >/dev/null
+    # The -common part holds every architecture's arch/ headers; BCC reads this kernel's only
+    # (the one the -<arch> part has): ~20 MB less in the image.
+    karch=$(ls "$(readlink -f "/lib/modules/$ver/build")/arch")
+    find "$FALLBACK_HEADERS/arch" -mindepth 1 -maxdepth 1 ! -name "$karch" -exec rm -rf {} +
+    # The headers' compiler and binutils go with them: apt would keep binutils, which
+    # python3.11 suggests, without SuggestsImportant=false (~30 MB).
+    apt-get purge -y -qq --auto-remove -o APT::AutoRemove::SuggestsImportant=false \
+        "$meta" "linux-headers-$ver" >/dev/null
     say "fallback kernel headers: Debian's $ver in $FALLBACK_HEADERS"
 }
 

@@ -15,33 +15,39 @@ DOCKERFILE = REPO / "Dockerfile"
 CI_RUN = REPO / ".ci" / "run"
 
 
-def _bootstrap_packages() -> list[str]:
-    """The PACKAGES=( ... ) array of bootstrap.sh, comments stripped."""
-    m = re.search(r"^PACKAGES=\((.*?)^\)", BOOTSTRAP.read_text(), re.S | re.M)
-    assert m, "scripts/bootstrap.sh has no PACKAGES=( ... ) array"
+def _bootstrap_packages(array: str) -> list[str]:
+    """The ARRAY=( ... ) of bootstrap.sh (RUNTIME_PACKAGES, DEV_PACKAGES), comments stripped."""
+    m = re.search(rf"^{array}=\((.*?)^\)", BOOTSTRAP.read_text(), re.S | re.M)
+    assert m, f"scripts/bootstrap.sh has no {array}=( ... ) array"
     words: list[str] = []
     for line in m.group(1).splitlines():
         words += shlex.split(line, comments=True)
     return words
 
 
-def _dockerfile_runs() -> list[str]:
-    """The RUN instructions of the Dockerfile, continuation lines joined."""
+def _dockerfile_stages() -> list[list[str]]:
+    """The RUN instructions of each stage of the Dockerfile, continuation lines joined."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
     lines = [ln.strip() for ln in text.splitlines() if not ln.lstrip().startswith("#")]
-    return [ln[len("RUN ") :] for ln in lines if ln.startswith("RUN ")]
+    stages: list[list[str]] = []
+    for ln in lines:
+        if ln.startswith("FROM "):
+            stages.append([])
+        elif ln.startswith("RUN "):
+            stages[-1].append(ln[len("RUN ") :])
+    return stages
 
 
-def _dockerfile_packages() -> set[str]:
-    """Debian packages the image gets: explicit `apt-get install` args, plus the bootstrap's
-    list when the Dockerfile runs scripts/bootstrap.sh (the way it is meant to get them)."""
+def _packages(runs: list[str]) -> set[str]:
+    """Debian packages these RUNs install: explicit `apt-get install` args, plus the runtime
+    list when one runs scripts/bootstrap.sh (the way the image is meant to get them)."""
     packages: set[str] = set()
-    for run in _dockerfile_runs():
+    for run in runs:
         for cmd in re.split(r"&&|\|\||;", run):
             words = shlex.split(cmd)
-            if "scripts/bootstrap.sh" in " ".join(words):
+            if "bash" in words and any(w.endswith("bootstrap.sh") for w in words):
                 assert "BOOTSTRAP_IN_IMAGE=1" in words, f"needs BOOTSTRAP_IN_IMAGE=1: {cmd}"
-                packages |= set(_bootstrap_packages())
+                packages |= set(_bootstrap_packages("RUNTIME_PACKAGES"))
             if "apt-get" in words and "install" in words:
                 args = words[words.index("install") + 1 :]
                 packages |= {w for w in args if not w.startswith("-")}
@@ -56,12 +62,19 @@ def test_bootstrap_lists_the_packages_it_declares() -> None:
     out = subprocess.run(
         ["bash", str(BOOTSTRAP), "--list-packages"], check=True, capture_output=True, text=True
     ).stdout.split()
-    assert out == _bootstrap_packages()
+    assert out == _bootstrap_packages("RUNTIME_PACKAGES") + _bootstrap_packages("DEV_PACKAGES")
     assert {"python3-bpfcc", "python3-venv", "prometheus"} <= set(out)
 
 
-def test_dockerfile_installs_the_bootstrap_packages() -> None:
-    assert _dockerfile_packages() == set(_bootstrap_packages())
+def test_the_image_carries_the_runtime_packages_only() -> None:
+    """The final stage gets the bootstrap's runtime list; a build stage may name a package of
+    the development list (python3-venv), never one of no list."""
+    *build, final = _dockerfile_stages()
+    assert _packages(final) == set(_bootstrap_packages("RUNTIME_PACKAGES"))
+    assert _packages([run for stage in build for run in stage]) <= set(
+        _bootstrap_packages("DEV_PACKAGES")
+    )
+    assert "prometheus" not in _bootstrap_packages("RUNTIME_PACKAGES")
 
 
 def test_dockerfile_venv_sees_debian_bcc() -> None:
