@@ -150,7 +150,7 @@ programs:
     metrics:
       counters:
         - name: kaddr_calls_total
-          help: getppid calls, keyed by an address inside vfs_read
+          help: getppid calls, keyed by vfs_read's address (v1's ksym names exact addresses)
           table: counts
           labels:
             - {{name: function, size: 8, decoders: [{{name: ksym}}]}}
@@ -163,7 +163,7 @@ programs:
       int count_getppid(struct tracepoint__syscalls__sys_enter_getppid *args) {{
           if (bpf_get_current_pid_tgid() >> 32 != TARGET_TGID)
               return 0;
-          counts.increment((u64) kaddr_vfs_read + 4);
+          counts.increment((u64) kaddr_vfs_read);
           return 0;
       }}
 """,
