@@ -12,7 +12,7 @@
 # Docker 23 and later, Podman (capabilities by name, kernel >= 5.8):
 #   docker run -d --name bcc_exporter --pid=host --network=host \
 #     --cap-drop=ALL --cap-add=BPF --cap-add=PERFMON --cap-add=SYS_RESOURCE \
-#     --cap-add=SYSLOG --security-opt seccomp=unconfined \
+#     --cap-add=SYSLOG --cap-add=SETUID --cap-add=SETGID --security-opt seccomp=unconfined \
 #     -v /lib/modules:/lib/modules:ro -v /usr/src:/usr/src:ro \
 #     -v /sys/kernel/tracing:/sys/kernel/tracing:ro -v /sys/kernel/debug:/sys/kernel/debug:ro \
 #     -v /sys/fs/cgroup:/sys/fs/cgroup:ro \
@@ -23,7 +23,7 @@
 # ("invalid CapAdd: unknown capability"): give CAP_SYS_ADMIN instead of both, or --privileged:
 #   docker run -d --name bcc_exporter --pid=host --network=host \
 #     --cap-drop=ALL --cap-add=SYS_ADMIN --cap-add=SYS_RESOURCE \
-#     --cap-add=SYSLOG --security-opt seccomp=unconfined \
+#     --cap-add=SYSLOG --cap-add=SETUID --cap-add=SETGID --security-opt seccomp=unconfined \
 #     -v ... (the same mounts) \
 #     bcc_exporter
 #
@@ -32,7 +32,8 @@
 # layouts may not be the kernel's (see docs/operations.md, "Kernel headers").
 #
 # USER stays root: the daemon needs capabilities to load programs, and the process serving
-# HTTP drops them itself (privilege separation, docs/security.md).
+# HTTP becomes nobody:nogroup with none left (privilege separation, docs/security.md): hence
+# SETUID and SETGID in the capability lists above.
 
 # --- build: the wheel and its dependencies into a venv --------------------------------------
 FROM debian:bookworm-slim AS build

@@ -38,7 +38,8 @@ MOUNTS = [
 # Docker before 23 knows no CAP_BPF/CAP_PERFMON: the header's set for it, less what this
 # machine's bounding set lacks (a sandbox without CAP_SYS_RESOURCE cannot grant it, nor run
 # --privileged: runc refuses "unable to apply caps"; kernels >= 5.11 do not need it).
-DOCKER_20_CAPS = ["SYS_ADMIN", "SYS_RESOURCE", "SYSLOG"]
+# SETUID, SETGID: the serving process becomes nobody:nogroup (docs/security.md).
+DOCKER_20_CAPS = ["SYS_ADMIN", "SYS_RESOURCE", "SYSLOG", "SETUID", "SETGID"]
 # What a checkout holds that the build context must not (wheelhouse/ it must).
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache"
