@@ -317,10 +317,10 @@ def snapshot(running: daemon.Daemon, seconds: float) -> int:
 
 
 def report_check(supervisor: Supervisor) -> int:
-    for name in supervisor.running:
+    for name in sorted(supervisor.running):
         print(f"OK   {name}")
-    for _, err in supervisor.failed.values():
-        print(f"FAIL {err.program}: {err.reason}")
+    for name, (_, err) in sorted(supervisor.failed.items()):
+        print(f"FAIL {name}: {err.reason}")
     return 1 if supervisor.failed else 0
 
 
