@@ -6,7 +6,7 @@ invalid `which`, so the calls are cheap EINVALs and no other process makes them)
 Each scraper makes up to FAULT_LOAD_SCRAPES scrapes (default 100) on a keep-alive connection,
 as Prometheus does, and stops at FAULT_LOAD_SECONDS (default 30), a bound for slow machines:
 here all 50 x 100 take ~10 s. Concurrent scrapes share collections and rendered bodies
-(exporter.server.SingleFlight), so the daemon collects far fewer times than it is scraped;
+(exporter.http.app.SingleFlight), so the daemon collects far fewer times than it is scraped;
 the test shows it with the scrape histogram's count. The figures printed say how many
 scrapes were made and how long they took.
 """

@@ -1,4 +1,4 @@
-"""exporter.server: the ASGI app, driven directly with scope dicts (no socket, no uvicorn)."""
+"""exporter.http.app: the ASGI app, driven directly with scope dicts (no socket, no uvicorn)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import memory
 from exporter.errors import LoadError
+from exporter.http.app import App, SingleFlight
 from exporter.metrics import exposition
 from exporter.metrics.self_metrics import ExporterCollector
-from exporter.server import App, SingleFlight
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
@@ -70,8 +70,14 @@ async def call(app: App, method: str, path: str, headers: dict[str, str] | None 
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     sent: list[MutableMapping[str, Any]] = []
+    received = False
 
     async def receive() -> MutableMapping[str, Any]:
+        """The (empty) body, then nothing until the client leaves: it never does here."""
+        nonlocal received
+        if received:
+            await asyncio.Event().wait()
+        received = True
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: MutableMapping[str, Any]) -> None:
@@ -80,12 +86,12 @@ async def call(app: App, method: str, path: str, headers: dict[str, str] | None 
     await app(scope, receive, send)
     start, *bodies = sent
     assert start["type"] == "http.response.start"
-    assert [b["type"] for b in bodies] == ["http.response.body"]
-    assert not bodies[0].get("more_body", False)
+    assert {b["type"] for b in bodies} == {"http.response.body"}
+    assert [b.get("more_body", False) for b in bodies] == [True] * (len(bodies) - 1) + [False]
     header_list = list(start["headers"])
     headers = {k.decode(): v.decode() for k, v in header_list}
     assert len(headers) == len(header_list), "no header twice"
-    return Response(start["status"], headers, header_list, bodies[0]["body"])
+    return Response(start["status"], headers, header_list, b"".join(b["body"] for b in bodies))
 
 
 @pytest.fixture
@@ -163,6 +169,49 @@ def test_gzip_when_accepted(app: App) -> None:
     assert r.body[:2] == b"\x1f\x8b"
     got = samples(gzip.decompress(r.body))
     assert got[("bcc_opens_total", frozenset({("comm", "cat")}))] == 23
+
+
+@pytest.mark.parametrize(
+    "accept_encoding, gzipped",
+    [
+        ("gzip", True),
+        ("GZIP;q=0.5", True),
+        ("deflate, *", True),
+        ("x-gzip", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),  # gzip's own entry decides
+        ("identity, *;q=0, gzip;q=1", True),
+        ("deflate, br", False),
+        ("gzip;q=nonsense", False),
+        ("", False),
+    ],
+)
+def test_gzip_only_when_accepted_with_a_positive_weight(
+    app: App, accept_encoding: str, gzipped: bool
+) -> None:
+    r = request(app, "GET", "/metrics", {"Accept-Encoding": accept_encoding})
+    assert (r.headers.get("content-encoding") == "gzip") is gzipped
+    assert (r.body[:2] == b"\x1f\x8b") is gzipped
+
+
+def test_a_large_body_goes_out_in_slices(monkeypatch: pytest.MonkeyPatch, app: App) -> None:
+    """So that uvicorn waits for the client between slices, not after buffering it all."""
+    monkeypatch.setattr("exporter.http.app.BODY_SLICE", 100)
+    sent: list[bytes] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def keep(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                sent.append(message["body"])
+            await send(message)
+
+        await app(scope, receive, keep)
+
+    r = asyncio.run(call(recording, "GET", "/metrics"))  # type: ignore[arg-type]
+    assert len(sent) == -(-len(r.body) // 100) and all(len(s) == 100 for s in sent[:-1])
+    assert b"".join(sent) == r.body and r.headers["content-length"] == str(len(r.body))
 
 
 class Numbered:
@@ -276,7 +325,7 @@ def test_header_names_are_case_insensitive(app: App) -> None:
 
 def test_head_has_the_headers_of_get_and_no_body(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every scrape then takes 0 s: the scrape histogram's text keeps its length between calls.
-    monkeypatch.setattr("exporter.server.time.perf_counter", lambda: 1.0)
+    monkeypatch.setattr("exporter.http.app.time.perf_counter", lambda: 1.0)
     head = request(app, "HEAD", "/metrics")
     get = request(app, "GET", "/metrics")
     assert head.status == 200
