@@ -9,8 +9,9 @@ flood from starving the scrapers behind it:
 - credentials that failed are remembered too (the last FAILURES_REMEMBERED): a repeated wrong
   password costs nothing;
 - requests with the same credentials while their check is pending share that check;
-- at most MAX_PENDING checks wait or run at once: beyond, the answer is BUSY at once (the
-  server says 429), not a place in an unbounded queue;
+- at most MAX_PENDING checks wait or run at once, not an unbounded queue: a new one beyond
+  that takes the place of the one waiting longest, which is answered BUSY at once (the
+  server says 429), so that a scraper arriving after a burst is checked next but seven;
 - a check whose every requester went away (the server cancels their `check`) is dropped
   before it runs.
 """
@@ -61,7 +62,9 @@ def parse_basic(authorization: str | None) -> tuple[str, bytes] | None:
 
 @dataclass
 class _Check:
-    task: asyncio.Task[bool]
+    user: str
+    password: bytes
+    verdict: asyncio.Future[Verdict]
     waiters: int = 0
 
 
@@ -74,9 +77,10 @@ class BasicAuth:
         self._key = secrets.token_bytes(32)
         self._passed: set[bytes] = set()
         self._failed: dict[bytes, None] = {}  # insertion-ordered: the oldest goes first
-        self._pending: dict[bytes, _Check] = {}
+        self._waiting: dict[bytes, _Check] = {}  # in order of arrival
+        self._running: tuple[bytes, _Check] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._max_pending = max_pending
-        self._turn = asyncio.Lock()  # one check runs at a time; the others wait in order
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
 
     def known(self, authorization: str | None) -> Verdict | None:
@@ -92,45 +96,58 @@ class BasicAuth:
         return None
 
     async def check(self, authorization: str | None) -> Verdict:
+        """The verdict; cancelling it (the client left) drops the check if nobody else
+        waits for it."""
         verdict = self.known(authorization)
         if verdict is not None:
             return verdict
         credentials = parse_basic(authorization)
         assert credentials is not None  # known() answered FAIL otherwise
         digest = self._digest(*credentials)
-        pending = self._pending.get(digest)
-        if pending is None:
-            if len(self._pending) >= self._max_pending:
-                return Verdict.BUSY
-            task = asyncio.create_task(self._verify(digest, *credentials))
-            pending = self._pending[digest] = _Check(task)
-        pending.waiters += 1
+        check = self._waiting.get(digest)
+        if check is None and self._running is not None and self._running[0] == digest:
+            check = self._running[1]
+        if check is None:
+            if len(self._waiting) + (self._running is not None) >= self._max_pending:
+                if not self._waiting:
+                    return Verdict.BUSY
+                # Full: the check waiting longest gives way, so that whoever comes after a
+                # burst (a scraper's next scrape) gets in.
+                oldest = next(iter(self._waiting))
+                self._waiting.pop(oldest).verdict.set_result(Verdict.BUSY)
+            future = asyncio.get_running_loop().create_future()
+            check = self._waiting[digest] = _Check(*credentials, future)
+            if self._worker is None:
+                self._worker = asyncio.create_task(self._work())
+        check.waiters += 1
         try:
-            ok = await asyncio.shield(pending.task)
+            return await asyncio.shield(check.verdict)
         finally:
-            pending.waiters -= 1
-            if not pending.waiters and not pending.task.done():
-                # Every requester is gone: drop the check (or its result, if it runs).
-                pending.task.cancel()
-                del self._pending[digest]
-        return Verdict.PASS if ok else Verdict.FAIL
+            check.waiters -= 1
+            if not check.waiters and self._waiting.get(digest) is check:
+                del self._waiting[digest]  # every requester is gone: dropped before it runs
+                check.verdict.cancel()
 
-    async def _verify(self, digest: bytes, user: str, password: bytes) -> bool:
+    async def _work(self) -> None:
+        """Runs the waiting checks one at a time, oldest first, until none is left."""
+        loop = asyncio.get_running_loop()
         try:
-            async with self._turn:
-                loop = asyncio.get_running_loop()
-                ok = await loop.run_in_executor(self._pool, self.verify, user, password)
-            if ok:
-                self._passed.add(digest)
-            else:
-                self._failed[digest] = None
-                if len(self._failed) > FAILURES_REMEMBERED:
-                    del self._failed[next(iter(self._failed))]
-            return ok
+            while self._waiting:
+                digest = next(iter(self._waiting))
+                check = self._waiting.pop(digest)
+                self._running = digest, check
+                ok = await loop.run_in_executor(self._pool, self.verify, check.user, check.password)
+                if ok:
+                    self._passed.add(digest)
+                else:
+                    self._failed[digest] = None
+                    if len(self._failed) > FAILURES_REMEMBERED:
+                        del self._failed[next(iter(self._failed))]
+                if not check.verdict.done():
+                    check.verdict.set_result(Verdict.PASS if ok else Verdict.FAIL)
+                self._running = None
         finally:
-            pending = self._pending.get(digest)
-            if pending is not None and pending.task is asyncio.current_task():
-                del self._pending[digest]
+            self._running = self._worker = None
 
     def verify(self, user: str, password: bytes) -> bool:
         """One bcrypt comparison, uncached: slow on purpose."""

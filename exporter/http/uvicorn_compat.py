@@ -56,17 +56,20 @@ FD_RESERVE = 64
 # As cli.bind listens: uvicorn's default (2048) would re-listen with it, and asyncio tries
 # that many accepts in a row on each wakeup.
 BACKLOG = 128
+# Connections accepted but not yet counted, or refused but not yet closed: asyncio accepts
+# up to BACKLOG a loop iteration, and takes up to three more to count or to close one.
+IN_FLIGHT = 4 * BACKLOG
 ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
 
 
 def connection_limit() -> int:
     """MAX_CONNECTIONS, or fewer: what the fd limit leaves after the fds open now (twice,
-    for a reload) and FD_RESERVE."""
+    for a reload), FD_RESERVE and IN_FLIGHT."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS
     in_use = len(os.listdir("/proc/self/fd"))
-    return max(1, min(MAX_CONNECTIONS, soft - 2 * in_use - FD_RESERVE))
+    return max(1, min(MAX_CONNECTIONS, soft - 2 * in_use - FD_RESERVE - IN_FLIGHT))
 
 
 class _Protocol(H11Protocol):
@@ -239,6 +242,7 @@ class OncePerSecond(logging.Filter):
 def run(app: ASGIApp, listener: socket.socket, tls: ssl.SSLContext | None = None) -> None:
     """Serve `app` on `listener` (over TLS with `tls`) until SIGTERM or SIGINT."""
     _Protocol.limit = connection_limit()
+    log.info("at most %d connections at once; more are reset", _Protocol.limit)
     for logger in (log, logging.getLogger("uvicorn.error")):
         if not any(isinstance(f, OncePerSecond) for f in logger.filters):
             logger.addFilter(OncePerSecond())

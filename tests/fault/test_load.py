@@ -31,9 +31,9 @@ CONFIG = """
 programs:
   - name: load
     namespace: fault
-    cflags: ["-DMAGIC={magic}"]
+    cflags: ["-DMAGIC={magic}", "-DENTRIES={entries}"]
     code: |
-      BPF_HASH(series, u32, u64, 16384);
+      BPF_HASH(series, u32, u64, ENTRIES);
       TRACEPOINT_PROBE(syscalls, sys_enter_getpriority) {{
           if (args->which != MAGIC)
               return 0;
@@ -51,8 +51,12 @@ programs:
 """
 
 
-def fill(magic: int) -> None:
-    for n in range(SERIES):
+def config(magic: int, entries: int = 16384) -> str:
+    return CONFIG.format(magic=magic, entries=entries)
+
+
+def fill(magic: int, series: int = SERIES) -> None:
+    for n in range(series):
         # EINVAL: the point is the syscall, not its answer.
         with contextlib.suppress(OSError):
             os.getpriority(magic, n)
@@ -72,7 +76,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def test_50_scrapers_against_10k_series(daemon, write_config, capsys):
     magic = 0x10000 + secrets.randbelow(1 << 30)
-    exporter = daemon(f"--config.file={write_config('load', CONFIG.format(magic=magic))}")
+    exporter = daemon(f"--config.file={write_config('load', config(magic))}")
     fill(magic)
     last = f'fault_load_series_total{{n="{SERIES - 1}"}} 1.0'.encode()
     body = exporter.get("/metrics")

@@ -345,19 +345,40 @@ async def settle() -> None:
         await asyncio.sleep(0.01)
 
 
-def test_checks_beyond_the_pending_bound_are_busy_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_beyond_the_pending_bound_the_check_waiting_longest_gives_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bound 3: `a` runs, `b` and `c` wait; `d` arrives: `b` is answered BUSY at once and
+    never checked, `d` is checked after `c`."""
     bcrypt_ = SlowBcrypt(monkeypatch)
-    auth = BasicAuth({"alice": ALICE_HASH}, max_pending=2)
+    auth = BasicAuth({"alice": ALICE_HASH}, max_pending=3)
 
     async def flood() -> list[Verdict]:
-        first = [asyncio.create_task(auth.check(basic("alice", f"no{i}"))) for i in range(2)]
-        await settle()
-        beyond = await auth.check(basic("alice", "no-more"))  # answered while both pend
+        checks = []
+        for password in "abcd":
+            checks.append(asyncio.create_task(auth.check(basic("alice", password))))
+            await settle()
+        busy_at_once = checks[1].done()
         bcrypt_.release.set()
-        return [beyond, *await asyncio.gather(*first)]
+        return [busy_at_once, *await asyncio.gather(*checks)]
 
-    assert asyncio.run(flood()) == [Verdict.BUSY, Verdict.FAIL, Verdict.FAIL]
-    assert b"no-more" not in bcrypt_.calls
+    assert asyncio.run(flood()) == [True, Verdict.FAIL, Verdict.BUSY, Verdict.FAIL, Verdict.FAIL]
+    assert bcrypt_.calls == [b"a", b"c", b"d"]
+    auth.close()
+
+
+def test_with_one_running_and_no_room_a_new_check_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    bcrypt_ = SlowBcrypt(monkeypatch)
+    auth = BasicAuth({"alice": ALICE_HASH}, max_pending=1)
+
+    async def two() -> list[Verdict]:
+        running = asyncio.create_task(auth.check(basic("alice", "a")))
+        await settle()
+        second = await auth.check(basic("alice", "b"))
+        bcrypt_.release.set()
+        return [await running, second]
+
+    assert asyncio.run(two()) == [Verdict.FAIL, Verdict.BUSY]
     auth.close()
 
 
