@@ -5,6 +5,7 @@
 #   make run ARGS='--help'           run the exporter (default port 9474)
 #   make test PYTEST_ARGS='-k hist'  lint, type-check, then pytest
 #   make lint                        ruff + mypy only
+#   make test-min-deps               unit + HTTP abuse tests on the floor of every dependency
 #   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min)
 #   make clean                       remove .venv and caches (mounts and headers stay)
 
@@ -27,7 +28,7 @@ ifneq ($(BOOTSTRAP_STATE),ready)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-min-deps lint bench clean
 
 setup: $(STAMP)
 
@@ -46,9 +47,12 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+test-min-deps: $(STAMP)
+	bash scripts/test-min-deps.sh
+
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-min-deps build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
