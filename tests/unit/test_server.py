@@ -423,16 +423,20 @@ def test_a_round_of_collections_ends_with_the_idle_step_and_requests_during_it_a
     collected: list[int] = []
     idle_started, idle_release = threading.Event(), threading.Event()
 
-    def idle() -> None:
-        idle_started.set()
-        assert idle_release.wait(10)
+    class Idle:
+        def due(self) -> bool:
+            return True
+
+        def __call__(self) -> None:
+            idle_started.set()
+            assert idle_release.wait(10)
 
     def collect() -> int:
         collected.append(len(collected) + 1)
         return collected[-1]
 
     async def scrapes() -> tuple[int, int]:
-        flight = SingleFlight(collect, idle)  # type: ignore[arg-type]
+        flight = SingleFlight(collect, Idle())  # type: ignore[arg-type]
         first = await flight.get()
         assert await asyncio.to_thread(idle_started.wait, 10)
         during = asyncio.create_task(flight.get())  # arrives while the idle step runs
