@@ -6,7 +6,9 @@
 #   make test PYTEST_ARGS='-k hist'  lint, type-check, then pytest
 #   make lint                        ruff + mypy only
 #   make test-min-deps               unit + HTTP abuse tests on the floor of every dependency
-#   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min)
+#   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min);
+#                                    PEER_SRC=/ebpf_exporter-v1.2.5 [PEER_BIN=...] adds the
+#                                    side-by-side with ebpf_exporter (bench/peer.py)
 #   make clean                       remove .venv and caches (mounts and headers stay)
 
 SHELL := /bin/bash
@@ -17,6 +19,7 @@ LINT_PATHS := $(wildcard exporter tests bench scripts)
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+export PEER_SRC PEER_BIN
 
 # The stamp skips the bootstrap while scripts/bootstrap.sh and pyproject.toml are unchanged.
 # Mounts vanish on reboot and headers links can be removed, which no file date shows: when

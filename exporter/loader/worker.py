@@ -98,7 +98,9 @@ def load_program(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
     attachments = _auto_attached(bpf) + usdt_done
     attacher = Attacher(bpf)
     for function, alternatives in bindings:
-        if any(a["function"] == function for a in usdt_done):
+        # v1 configs also list the TRACEPOINT_PROBE functions BCC attached itself: linking
+        # the same program to its tracepoint again fails with EEXIST.
+        if any(a["function"] == function for a in attachments):
             continue
         attachments.extend(_attach_first(attacher, function, alternatives))
     attached = time.monotonic()
