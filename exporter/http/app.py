@@ -249,6 +249,18 @@ class App:
         ).encode()
 
 
+_dates: tuple[int, bytes] = (0, b"")
+
+
+def _date() -> bytes:
+    """The Date header's value, formatted once a second."""
+    global _dates
+    now = int(time.time())
+    if _dates[0] != now:
+        _dates = now, formatdate(now, usegmt=True).encode()
+    return _dates[1]
+
+
 async def _respond(
     send: Send,
     status: int,
@@ -261,7 +273,7 @@ async def _respond(
         (b"content-type", content_type.encode()),
         (b"content-length", str(len(body)).encode()),
         # Ours, not uvicorn's: its Date needs a timer waking the idle daemon every second.
-        (b"date", formatdate(usegmt=True).encode()),
+        (b"date", _date()),
     ]
     headers += [(k.encode(), v.encode()) for k, v in extra or []]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -255,6 +255,8 @@ def run(app: ASGIApp, listener: socket.socket, tls: ssl.SSLContext | None = None
         http=_Protocol,
         backlog=BACKLOG,
         date_header=False,  # the app writes it: see _Server
+        # No proxy in front is trusted to say who the client is: the app never asks.
+        proxy_headers=False,
         timeout_graceful_shutdown=1,
         # The context is built whole (versions, client CA) by web_config; uvicorn's ssl_*
         # parameters cannot say min_version.
