@@ -72,6 +72,12 @@ def connection_limit() -> int:
     return max(1, min(MAX_CONNECTIONS, soft - 2 * in_use - FD_RESERVE - IN_FLIGHT))
 
 
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    """Cancels `timer`, if there is one."""
+    if timer is not None:
+        timer.cancel()
+
+
 class _Protocol(H11Protocol):
     """uvicorn's h11 protocol with the head and write deadlines and the connection cap, and
     no second response to a request whose malformed body uvicorn answered with a 400."""
@@ -102,9 +108,8 @@ class _Protocol(H11Protocol):
         self._head_timer = self.loop.call_at(deadline, self._head_timeout)
 
     def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        _cancel(self._head_timer)
+        self._head_timer = None
 
     def _head_timeout(self) -> None:
         self._head_timer = None
@@ -129,9 +134,8 @@ class _Protocol(H11Protocol):
         self._cancel_write_timer()
 
     def _cancel_write_timer(self) -> None:
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
+        _cancel(self._write_timer)
+        self._write_timer = None
 
     def _write_timeout(self) -> None:
         self._write_timer = None

@@ -119,10 +119,11 @@ def test_connections_beyond_the_cap_are_reset_before_the_fd_limit(tmp_path: Path
         clients = [connect(d.port) for _ in range(limit + 200)]
         try:
             time.sleep(1)
+            # At least those beyond the cap. (More, on a busy machine: connecting beyond the
+            # listen backlog waits for SYN retries, while the first ones reach the head
+            # deadline.)
             reset = sum(closed_now(s) for s in clients)
-            # At least those beyond the cap; a few more on a busy machine, where the server
-            # may not yet have seen some of ours closed by the test before.
-            assert 200 <= reset <= 300, (reset, limit)
+            assert reset >= 200, (reset, limit)
             assert len(os.listdir(f"/proc/{d.proc.pid}/fd")) < LimitedDaemon.NOFILE
         finally:
             for s in clients:
