@@ -6,9 +6,12 @@
 #   make test PYTEST_ARGS='-k hist'  lint, type-check, then pytest
 #   make lint                        ruff + mypy only
 #   make test-soak N=20 [BUSY=1]     kernel, fault and e2e suites N times: every test that failed
-#   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min)
 #   make wheelhouse                  Python wheels for an offline image build (wheelhouse/)
 #   make test-image                  build the image, run it, scrape it (opt-in; docs/testing.md)
+#   make test-min-deps               unit + HTTP abuse tests on the floor of every dependency
+#   make bench BENCH_ARGS='--quick'  benchmarks (issue 7): writes docs/BENCHMARKS.md (~15 min);
+#                                    PEER_SRC=/ebpf_exporter-v1.2.5 [PEER_BIN=...] adds the
+#                                    side-by-side with ebpf_exporter (bench/peer.py)
 #   make clean                       remove .venv and caches (mounts and headers stay)
 
 SHELL := /bin/bash
@@ -21,6 +24,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 N ?= 20
 BUSY ?= 0
+export PEER_SRC PEER_BIN
 
 # The stamp skips the bootstrap while scripts/bootstrap.sh and pyproject.toml are unchanged.
 # Mounts vanish on reboot and headers links can be removed, which no file date shows: when
@@ -32,7 +36,7 @@ ifneq ($(BOOTSTRAP_STATE),ready)
 .PHONY: $(STAMP)
 endif
 
-.PHONY: setup run test test-soak lint bench wheelhouse test-image clean
+.PHONY: setup run test test-soak test-min-deps lint bench wheelhouse test-image clean
 
 setup: $(STAMP)
 
@@ -55,6 +59,8 @@ test: lint
 test-soak: $(STAMP)
 	REQUIRE_BPF=1 $(VENV)/bin/python scripts/soak.py --runs $(N) $(if $(filter 1,$(BUSY)),--busy) \
 		$(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+test-min-deps: $(STAMP)
+	bash scripts/test-min-deps.sh
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
@@ -76,4 +82,5 @@ test-image: wheelhouse
 
 clean:
 	rm -rf $(VENV) build *.egg-info wheelhouse .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-min-deps build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from . import __version__, capabilities, config, daemon, listing, loader, server, web_config
+from . import __version__, capabilities, config, daemon, listing, loader
 from .errors import ConfigError
+from .http import App, web_config
+from .http import serve as serve_http
 from .metrics.program import MAX_SERIES
 from .metrics.self_metrics import ExporterCollector
 from .privsep import drop
 from .privsep.client import PrivsepError, Spawner
-from .server import App
 from .signals import Signals
 from .snapshot import parse_duration, render, samples
 from .supervisor import Supervisor
@@ -354,7 +355,7 @@ def serve(
     log.info("serving %s on %s:%d", telemetry_path, host, port)
     if web is not None:
         log.info("web config %s: %s", web.path, web.summary)
-    server.serve(App(registry, exporter, telemetry_path, reload), listener, web)
+    serve_http(App(registry, exporter, telemetry_path, reload), listener, web)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def start(options: StartOptions, check_headers: bool = True) -> Daemon:
     ensure_mounted()
     # Every program holds fds, and so does every open connection: systemd's soft default of
     # 1024 would be reached by ~1000 clients connecting within the 5 s a request head may
-    # take (exporter.server.REQUEST_HEAD_SECONDS).
+    # take (exporter.http.uvicorn_compat.REQUEST_HEAD_SECONDS).
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     # Held for the daemon's life: the kernel counts programs' run time only while it is open.

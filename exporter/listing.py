@@ -5,10 +5,13 @@ from __future__ import annotations
 from .config import ProgramSpec
 from .config.probes import parse_probe
 from .loader.availability import ProbeUnavailable, auto_attached, check
+from .terminal import printable
 
 
 def describe(specs: list[ProgramSpec]) -> str:
-    return "\n".join(_program(spec) for spec in specs) + "\n"
+    """Every line printable: probe names and reasons come from tracefs, binaries and errors."""
+    lines = "\n".join(_program(spec) for spec in specs).split("\n")
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _program(spec: ProgramSpec) -> str:

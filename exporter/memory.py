@@ -42,8 +42,10 @@ class Trimmer:
         self.every = every
         self._last: float | None = None
 
+    def due(self) -> bool:
+        return self._last is None or time.monotonic() - self._last >= self.every
+
     def __call__(self) -> None:
-        now = time.monotonic()
-        if self._last is None or now - self._last >= self.every:
-            self._last = now
+        if self.due():
+            self._last = time.monotonic()
             release()

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
+from .terminal import printable
+
 BAR_WIDTH = 40
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
@@ -47,7 +49,11 @@ def render(families: list[Metric], before: Samples) -> str:
 
 def _table(family: Metric, delta: Samples) -> str:
     rows = sorted(
-        ((dict(labels), value) for (_, labels), value in delta.items() if value),
+        (
+            ({name: printable(v) for name, v in labels}, value)
+            for (_, labels), value in delta.items()
+            if value
+        ),
         key=lambda row: -row[1],
     )
     names = sorted({n for labels, _ in rows for n in labels})
@@ -74,7 +80,7 @@ def _histograms(family: Metric, delta: Samples) -> str:
     out = [f"{family.name} ({family.documentation})"]
     for labels, buckets in sorted(series.items()):
         if labels:
-            out.append("  " + ", ".join(f"{k} = {v}" for k, v in labels))
+            out.append("  " + ", ".join(f"{k} = {printable(v)}" for k, v in labels))
         out.extend(_bars(sorted(buckets), unit, scale))
     return "\n".join(out) + "\n"
 

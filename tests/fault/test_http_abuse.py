@@ -2,8 +2,9 @@
 and methods. Each gets a 4xx or a closed connection, never a crash, and /metrics still scrapes.
 
 uvicorn's defaults (h11, whose 16 KiB limit on an incomplete request head answers 400) hold;
-the daemon's protocol (exporter.server._Protocol) adds what they lack: a deadline for each
-request head, and no traceback when uvicorn has answered a malformed body itself.
+exporter.http.uvicorn_compat adds what they lack, each bound tested here: a deadline for each
+request head, a deadline for a stalled write, a cap on connections, accept errors logged at
+most once a second, and no traceback when uvicorn has answered a malformed body itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.server import REQUEST_HEAD_SECONDS
+from exporter.http.uvicorn_compat import REQUEST_HEAD_SECONDS
 
 from ..conftest import Daemon, getppid_counter
 

@@ -6,7 +6,7 @@ invalid `which`, so the calls are cheap EINVALs and no other process makes them)
 Each scraper makes up to FAULT_LOAD_SCRAPES scrapes (default 100) on a keep-alive connection,
 as Prometheus does, and stops at FAULT_LOAD_SECONDS (default 30), a bound for slow machines:
 here all 50 x 100 take ~10 s. Concurrent scrapes share collections and rendered bodies
-(exporter.server.SingleFlight), so the daemon collects far fewer times than it is scraped;
+(exporter.http.app.SingleFlight), so the daemon collects far fewer times than it is scraped;
 the test shows it with the scrape histogram's count. The figures printed say how many
 scrapes were made and how long they took.
 """
@@ -31,9 +31,9 @@ CONFIG = """
 programs:
   - name: load
     namespace: fault
-    cflags: ["-DMAGIC={magic}"]
+    cflags: ["-DMAGIC={magic}", "-DENTRIES={entries}"]
     code: |
-      BPF_HASH(series, u32, u64, 16384);
+      BPF_HASH(series, u32, u64, ENTRIES);
       TRACEPOINT_PROBE(syscalls, sys_enter_getpriority) {{
           if (args->which != MAGIC)
               return 0;
@@ -51,8 +51,12 @@ programs:
 """
 
 
-def fill(magic: int) -> None:
-    for n in range(SERIES):
+def config(magic: int, entries: int = 16384) -> str:
+    return CONFIG.format(magic=magic, entries=entries)
+
+
+def fill(magic: int, series: int = SERIES) -> None:
+    for n in range(series):
         # EINVAL: the point is the syscall, not its answer.
         with contextlib.suppress(OSError):
             os.getpriority(magic, n)
@@ -72,7 +76,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def test_50_scrapers_against_10k_series(daemon, write_config, capsys):
     magic = 0x10000 + secrets.randbelow(1 << 30)
-    exporter = daemon(f"--config.file={write_config('load', CONFIG.format(magic=magic))}")
+    exporter = daemon(f"--config.file={write_config('load', config(magic))}")
     fill(magic)
     last = f'fault_load_series_total{{n="{SERIES - 1}"}} 1.0'.encode()
     body = exporter.get("/metrics")

@@ -87,7 +87,7 @@ def test_daemon_never_maps_bcc(daemon):
 
 def test_daemon_modules_do_not_import_bcc():
     code = (
-        "import sys, exporter.cli, exporter.loader, exporter.metrics.program, exporter.server; "
+        "import sys, exporter.cli, exporter.loader, exporter.metrics.program, exporter.http; "
         "print('bcc' in sys.modules)"
     )
     out = subprocess.run(

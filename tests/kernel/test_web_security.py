@@ -9,6 +9,7 @@ import http.client
 import os
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 import trustme
+
+from exporter.http.uvicorn_compat import REQUEST_HEAD_SECONDS
 
 from ..conftest import getppid_counter
 from .conftest import Daemon
@@ -235,3 +238,44 @@ def test_min_version_tls13_refuses_a_tls12_client(
     ctx = client_context(pki, pki.client)  # the certificate that is let in over TLS 1.3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     refused(daemons["mtls"], ctx)
+
+
+# --- time limits under TLS ---------------------------------------------------------------------
+
+
+def lifetime(sock: socket.socket, began: float, limit: float) -> float:
+    """Seconds from `began` until the server ends the connection (or `limit`)."""
+    sock.settimeout(0.2)
+    while time.monotonic() - began < limit:
+        try:
+            if not sock.recv(4096):
+                break
+        except TimeoutError:
+            continue
+        except OSError:  # reset, or a TLS alert
+            break
+    return time.monotonic() - began
+
+
+def test_a_silent_connection_lives_no_longer_than_the_head_deadline(
+    daemons: dict[str, HTTPSDaemon],
+) -> None:
+    """One that never starts the handshake: asyncio alone gives it 60 s, which made fd
+    exhaustion 12 times cheaper than over plain HTTP."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", daemons["tls"].port), timeout=10) as s:
+        seconds = lifetime(s, began, 30)
+    assert seconds <= REQUEST_HEAD_SECONDS + 1.5, seconds
+
+
+def test_the_handshake_counts_within_the_head_deadline(
+    daemons: dict[str, HTTPSDaemon], pki: PKI
+) -> None:
+    """A handshake, then nothing: closed at the head deadline counted from the connect,
+    not from the end of the handshake."""
+    began = time.monotonic()
+    raw = socket.create_connection(("127.0.0.1", daemons["tls"].port), timeout=10)
+    time.sleep(REQUEST_HEAD_SECONDS / 2)  # a slow start of the handshake
+    with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        seconds = lifetime(s, began, 30)
+    assert REQUEST_HEAD_SECONDS - 0.5 <= seconds <= REQUEST_HEAD_SECONDS + 1.5, seconds

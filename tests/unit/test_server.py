@@ -1,4 +1,4 @@
-"""exporter.server: the ASGI app, driven directly with scope dicts (no socket, no uvicorn)."""
+"""exporter.http.app: the ASGI app, driven directly with scope dicts (no socket, no uvicorn)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import memory
 from exporter.errors import LoadError
+from exporter.http.app import App, SingleFlight
 from exporter.metrics import exposition
 from exporter.metrics.self_metrics import ExporterCollector
-from exporter.server import App, SingleFlight
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
@@ -74,8 +74,14 @@ async def call(
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     sent: list[MutableMapping[str, Any]] = []
+    received = False
 
     async def receive() -> MutableMapping[str, Any]:
+        """The (empty) body, then nothing until the client leaves: it never does here."""
+        nonlocal received
+        if received:
+            await asyncio.Event().wait()
+        received = True
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: MutableMapping[str, Any]) -> None:
@@ -84,12 +90,12 @@ async def call(
     await app(scope, receive, send)
     start, *bodies = sent
     assert start["type"] == "http.response.start"
-    assert [b["type"] for b in bodies] == ["http.response.body"]
-    assert not bodies[0].get("more_body", False)
+    assert {b["type"] for b in bodies} == {"http.response.body"}
+    assert [b.get("more_body", False) for b in bodies] == [True] * (len(bodies) - 1) + [False]
     header_list = list(start["headers"])
     headers = {k.decode(): v.decode() for k, v in header_list}
     assert len(headers) == len(header_list), "no header twice"
-    return Response(start["status"], headers, header_list, bodies[0]["body"])
+    return Response(start["status"], headers, header_list, b"".join(b["body"] for b in bodies))
 
 
 @pytest.fixture
@@ -167,6 +173,49 @@ def test_gzip_when_accepted(app: App) -> None:
     assert r.body[:2] == b"\x1f\x8b"
     got = samples(gzip.decompress(r.body))
     assert got[("bcc_opens_total", frozenset({("comm", "cat")}))] == 23
+
+
+@pytest.mark.parametrize(
+    "accept_encoding, gzipped",
+    [
+        ("gzip", True),
+        ("GZIP;q=0.5", True),
+        ("deflate, *", True),
+        ("x-gzip", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),  # gzip's own entry decides
+        ("identity, *;q=0, gzip;q=1", True),
+        ("deflate, br", False),
+        ("gzip;q=nonsense", False),
+        ("", False),
+    ],
+)
+def test_gzip_only_when_accepted_with_a_positive_weight(
+    app: App, accept_encoding: str, gzipped: bool
+) -> None:
+    r = request(app, "GET", "/metrics", {"Accept-Encoding": accept_encoding})
+    assert (r.headers.get("content-encoding") == "gzip") is gzipped
+    assert (r.body[:2] == b"\x1f\x8b") is gzipped
+
+
+def test_a_large_body_goes_out_in_slices(monkeypatch: pytest.MonkeyPatch, app: App) -> None:
+    """So that uvicorn waits for the client between slices, not after buffering it all."""
+    monkeypatch.setattr("exporter.http.app.BODY_SLICE", 100)
+    sent: list[bytes] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def keep(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                sent.append(message["body"])
+            await send(message)
+
+        await app(scope, receive, keep)
+
+    r = asyncio.run(call(recording, "GET", "/metrics"))  # type: ignore[arg-type]
+    assert len(sent) == -(-len(r.body) // 100) and all(len(s) == 100 for s in sent[:-1])
+    assert b"".join(sent) == r.body and r.headers["content-length"] == str(len(r.body))
 
 
 class Numbered:
@@ -248,7 +297,8 @@ def test_each_encoding_of_a_shared_collection_is_rendered_once(
     later = [{}, gzipped, openmetrics, {**openmetrics, **gzipped}] * 5
     _, responses = asyncio.run(during_a_collection(app, numbered, later))
     assert numbered.collections == 2
-    assert renders == ["", "", OPENMETRICS_ACCEPT]  # the first request's, then text and OM
+    # The first request's, then text and OM once each (in whichever order threads take them).
+    assert sorted(renders) == ["", "", OPENMETRICS_ACCEPT]
     for headers, response in zip(later, responses, strict=True):
         assert response.status == 200
         assert collection(response, gzipped="Accept-Encoding" in headers) == 2
@@ -280,7 +330,7 @@ def test_header_names_are_case_insensitive(app: App) -> None:
 
 def test_head_has_the_headers_of_get_and_no_body(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every scrape then takes 0 s: the scrape histogram's text keeps its length between calls.
-    monkeypatch.setattr("exporter.server.time.perf_counter", lambda: 1.0)
+    monkeypatch.setattr("exporter.http.app.time.perf_counter", lambda: 1.0)
     head = request(app, "HEAD", "/metrics")
     get = request(app, "GET", "/metrics")
     assert head.status == 200
@@ -390,16 +440,20 @@ def test_a_round_of_collections_ends_with_the_idle_step_and_requests_during_it_a
     collected: list[int] = []
     idle_started, idle_release = threading.Event(), threading.Event()
 
-    def idle() -> None:
-        idle_started.set()
-        assert idle_release.wait(10)
+    class Idle:
+        def due(self) -> bool:
+            return True
+
+        def __call__(self) -> None:
+            idle_started.set()
+            assert idle_release.wait(10)
 
     def collect() -> int:
         collected.append(len(collected) + 1)
         return collected[-1]
 
     async def scrapes() -> tuple[int, int]:
-        flight = SingleFlight(collect, idle)  # type: ignore[arg-type]
+        flight = SingleFlight(collect, Idle())  # type: ignore[arg-type]
         first = await flight.get()
         assert await asyncio.to_thread(idle_started.wait, 10)
         during = asyncio.create_task(flight.get())  # arrives while the idle step runs

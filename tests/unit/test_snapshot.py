@@ -59,3 +59,22 @@ def test_histograms_print_log2_bars_of_the_change_in_usecs():
 def test_a_histogram_without_change_says_so():
     same = latency([0, 3, 23, 23, 23])
     assert render([same], samples([same])).endswith("    (no events)\n")
+
+
+HOSTILE = "\x1b[2J\x1b]0;PWN\x07"  # clear the screen, retitle the window, ring the bell
+
+
+def test_label_values_are_printed_escaped():
+    """A process may name itself anything: its comm must not drive the admin's terminal."""
+    text = render([counters({HOSTILE: 3, "tab\there": 2, "rlo\u202egpj.exe": 1})], {})
+    assert "\x1b" not in text and "\x07" not in text and "\t" not in text
+    assert "\u202e" not in text
+    assert "  \\x1b[2J\\x1b]0;PWN\\x07  3\n" in text
+    assert "  tab\\there" in text and "rlo\\u202egpj.exe" in text
+
+
+def test_histogram_label_values_are_printed_escaped():
+    family = HistogramMetricFamily("bcc_latency_seconds", "Latency.", labels=["comm"])
+    family.add_metric([HOSTILE], [("0.001", 1.0), ("+Inf", 1.0)], sum_value=0.0005)
+    text = render([family], {})
+    assert "\x1b" not in text and "comm = \\x1b[2J\\x1b]0;PWN\\x07" in text

@@ -1,24 +1,27 @@
-"""exporter.web_config and the server's Guard: the exporter-toolkit web config file, parsed
-and checked (errors name the file and the key), basic auth, extra headers. Real TLS through
-the daemon is in tests/kernel/test_web_security.py."""
+"""exporter.http.web_config, basic_auth and the app's Guard: the exporter-toolkit web config
+file, parsed and checked (errors name the file and the key), basic auth, extra headers. Real TLS
+through the daemon is in tests/kernel/test_web_security.py."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import ssl
+import threading
 from pathlib import Path
 
 import bcrypt
 import pytest
 import trustme
 
-from exporter import cli, web_config
+from exporter import cli
 from exporter.errors import ConfigError
-from exporter.server import Guard
-from exporter.web_config import BasicAuth, load, parse_basic
+from exporter.http import basic_auth
+from exporter.http.app import Guard
+from exporter.http.basic_auth import BasicAuth, Verdict, parse_basic
+from exporter.http.web_config import load
 
-from .test_server import make_app, request
+from .test_server import call, make_app, request
 
 # Cost 4, the least bcrypt allows: the tests check logic, not bcrypt's cost.
 ALICE_HASH = bcrypt.hashpw(b"wonderland", bcrypt.gensalt(rounds=4)).decode()
@@ -275,16 +278,17 @@ def test_parse_basic(header: str | None, expected: tuple[str, bytes] | None) -> 
 def test_basic_auth_checks_passwords() -> None:
     auth = BasicAuth({"alice": ALICE_HASH, "bob": BOB_HASH})
     check = lambda header: asyncio.run(auth.check(header))  # noqa: E731
-    assert check(basic("alice", "wonderland"))
-    assert check(basic("bob", "builder"))
-    assert not check(basic("alice", "builder"))
-    assert not check(basic("carol", "wonderland"))
-    assert not check(basic("alice", "x" * 100))  # past bcrypt's 72 bytes: refused, no error
-    assert not check(None)
+    assert check(basic("alice", "wonderland")) is Verdict.PASS
+    assert check(basic("bob", "builder")) is Verdict.PASS
+    assert check(basic("alice", "builder")) is Verdict.FAIL
+    assert check(basic("carol", "wonderland")) is Verdict.FAIL
+    # Past bcrypt's 72 bytes: refused, no error.
+    assert check(basic("alice", "x" * 100)) is Verdict.FAIL
+    assert check(None) is Verdict.FAIL
     auth.close()
 
 
-def test_basic_auth_caches_passes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_basic_auth_remembers_passes_and_failures(monkeypatch: pytest.MonkeyPatch) -> None:
     auth = BasicAuth({"alice": ALICE_HASH})
     calls: list[bytes] = []
     checkpw = bcrypt.checkpw
@@ -293,13 +297,13 @@ def test_basic_auth_caches_passes_only(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(password)
         return checkpw(password, hashed)
 
-    monkeypatch.setattr(web_config.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", counting)
 
-    async def scrapes() -> list[bool]:
+    async def scrapes() -> list[Verdict]:
         return [await auth.check(basic("alice", p)) for p in ["wonderland"] * 3 + ["no"] * 2]
 
-    assert asyncio.run(scrapes()) == [True, True, True, False, False]
-    assert calls == [b"wonderland", b"no", b"no"]
+    assert asyncio.run(scrapes()) == [Verdict.PASS] * 3 + [Verdict.FAIL] * 2
+    assert calls == [b"wonderland", b"no"]
     auth.close()
 
 
@@ -313,10 +317,127 @@ def test_unknown_user_costs_a_real_bcrypt(monkeypatch: pytest.MonkeyPatch) -> No
         hashes.append(hashed)
         return checkpw(password, hashed)
 
-    monkeypatch.setattr(web_config.bcrypt, "checkpw", recording)
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", recording)
     # Even bob's own password, for a user who does not exist.
     assert not auth.verify("mallory", b"builder")
     assert hashes == [BOB_HASH.encode()]  # cost 5 > alice's 4
+
+
+class SlowBcrypt:
+    """bcrypt.checkpw that blocks until released, recording what it was asked."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[bytes] = []
+        self.release = threading.Event()
+        checkpw = bcrypt.checkpw
+
+        def slow(password: bytes, hashed: bytes) -> bool:
+            self.calls.append(password)
+            self.release.wait(10)
+            return checkpw(password, hashed)
+
+        monkeypatch.setattr(basic_auth.bcrypt, "checkpw", slow)
+
+
+async def settle() -> None:
+    """Let every ready task run (checks start, threads pick up work)."""
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+def test_beyond_the_pending_bound_the_check_waiting_longest_gives_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bound 3: `a` runs, `b` and `c` wait; `d` arrives: `b` is answered BUSY at once and
+    never checked, `d` is checked after `c`."""
+    bcrypt_ = SlowBcrypt(monkeypatch)
+    auth = BasicAuth({"alice": ALICE_HASH}, max_pending=3)
+
+    async def flood() -> list[Verdict]:
+        checks = []
+        for password in "abcd":
+            checks.append(asyncio.create_task(auth.check(basic("alice", password))))
+            await settle()
+        busy_at_once = checks[1].done()
+        bcrypt_.release.set()
+        return [busy_at_once, *await asyncio.gather(*checks)]
+
+    assert asyncio.run(flood()) == [True, Verdict.FAIL, Verdict.BUSY, Verdict.FAIL, Verdict.FAIL]
+    assert bcrypt_.calls == [b"a", b"c", b"d"]
+    auth.close()
+
+
+def test_with_one_running_and_no_room_a_new_check_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    bcrypt_ = SlowBcrypt(monkeypatch)
+    auth = BasicAuth({"alice": ALICE_HASH}, max_pending=1)
+
+    async def two() -> list[Verdict]:
+        running = asyncio.create_task(auth.check(basic("alice", "a")))
+        await settle()
+        second = await auth.check(basic("alice", "b"))
+        bcrypt_.release.set()
+        return [await running, second]
+
+    assert asyncio.run(two()) == [Verdict.FAIL, Verdict.BUSY]
+    auth.close()
+
+
+def test_same_credentials_pending_share_one_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    bcrypt_ = SlowBcrypt(monkeypatch)
+    auth = BasicAuth({"alice": ALICE_HASH}, max_pending=1)
+
+    async def same() -> list[Verdict]:
+        checks = [asyncio.create_task(auth.check(basic("alice", "no"))) for _ in range(5)]
+        await settle()
+        bcrypt_.release.set()
+        return await asyncio.gather(*checks)
+
+    assert asyncio.run(same()) == [Verdict.FAIL] * 5
+    assert bcrypt_.calls == [b"no"]
+    auth.close()
+
+
+def test_a_check_whose_requesters_left_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second check waits behind the first; its requester goes away: it never runs,
+    and the right password after it runs next."""
+    bcrypt_ = SlowBcrypt(monkeypatch)
+    auth = BasicAuth({"alice": ALICE_HASH})
+
+    async def abandon() -> Verdict:
+        running = asyncio.create_task(auth.check(basic("alice", "first")))
+        abandoned = asyncio.create_task(auth.check(basic("alice", "abandoned")))
+        await settle()
+        abandoned.cancel()
+        right = asyncio.create_task(auth.check(basic("alice", "wonderland")))
+        await settle()
+        bcrypt_.release.set()
+        await running
+        return await right
+
+    assert asyncio.run(abandon()) is Verdict.PASS
+    assert bcrypt_.calls == [b"first", b"wonderland"]
+    auth.close()
+
+
+def test_a_remembered_pass_never_waits_behind_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = BasicAuth({"alice": ALICE_HASH}, max_pending=1)
+    assert asyncio.run(auth.check(basic("alice", "wonderland"))) is Verdict.PASS
+    bcrypt_ = SlowBcrypt(monkeypatch)
+    guarded = Guard(make_app()[0], auth)
+
+    async def during_a_check() -> tuple[int, int]:
+        stuck = asyncio.create_task(auth.check(basic("alice", "wrong")))
+        await settle()
+        scrape = await call(
+            guarded, "GET", "/metrics", {"Authorization": basic("alice", "wonderland")}
+        )
+        other = await call(guarded, "GET", "/metrics", {"Authorization": basic("alice", "other")})
+        bcrypt_.release.set()
+        await stuck
+        return scrape.status, other.status
+
+    assert asyncio.run(during_a_check()) == (200, 429)
+    auth.close()
 
 
 # --- the Guard: auth and headers around the app ----------------------------------------------

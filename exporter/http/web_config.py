@@ -8,19 +8,13 @@ rather than ignored, since ignoring a security option silently weakens it.
 
 from __future__ import annotations
 
-import asyncio
-import binascii
-import hmac
 import re
-import secrets
 import ssl
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import bcrypt
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from .config import format_validation_error, read_yaml
-from .errors import ConfigError
+from ..config import format_validation_error, read_yaml
+from ..errors import ConfigError
+from .basic_auth import BasicAuth
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -285,70 +280,3 @@ def _ssl_reason(err: ssl.SSLError) -> str:
     if err.reason:
         return str(err.reason).lower().replace("_", " ")  # KEY_VALUES_MISMATCH
     return re.sub(r"^\[\w+\] | \(_ssl\.c:\d+\)$", "", str(err))  # [SSL] PEM lib (_ssl.c:3895)
-
-
-def parse_basic(authorization: str | None) -> tuple[str, bytes] | None:
-    """(user, password) of an `Authorization: Basic ...` header, as Go's Request.BasicAuth."""
-    if not authorization:
-        return None
-    scheme, _, credentials = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = binascii.a2b_base64(credentials.strip(), strict_mode=True)
-    except binascii.Error:
-        return None
-    user, sep, password = decoded.partition(b":")
-    if not sep:
-        return None
-    try:
-        return user.decode("utf-8"), password
-    except UnicodeDecodeError:
-        return None
-
-
-class BasicAuth:
-    """Checks passwords against bcrypt hashes. bcrypt costs ~100 ms by design, so checks run
-    one at a time on a thread of their own (a flood of bad passwords cannot take the threads
-    that render /metrics, nor every core), and each (user, password) that passed is
-    remembered, as a keyed digest, so a scraper pays that cost once, not every scrape."""
-
-    def __init__(self, users: Mapping[str, str]) -> None:
-        self._users = {u: h.encode() for u, h in users.items()}
-        # An unknown user is checked against the costliest real hash and always fails:
-        # the answer takes as long as for a known user (no user enumeration by timing).
-        self._decoy = max(self._users.values(), key=lambda h: int(h[4:6]))
-        self._key = secrets.token_bytes(32)
-        self._passed: set[bytes] = set()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
-
-    async def check(self, authorization: str | None) -> bool:
-        credentials = parse_basic(authorization)
-        if credentials is None:
-            return False
-        user, password = credentials
-        digest = self._digest(user, password)
-        if digest in self._passed:
-            return True
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._pool, self.verify, user, password)
-        if ok:
-            self._passed.add(digest)
-        return ok
-
-    def verify(self, user: str, password: bytes) -> bool:
-        """One bcrypt comparison, uncached: slow on purpose."""
-        known = user in self._users
-        try:
-            matches = bcrypt.checkpw(password, self._users.get(user, self._decoy))
-        except ValueError:  # longer than bcrypt's 72 bytes
-            matches = False
-        return known and matches
-
-    def _digest(self, user: str, password: bytes) -> bytes:
-        name = user.encode()
-        message = len(name).to_bytes(4, "big") + name + password
-        return hmac.digest(self._key, message, "sha256")
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,44 +1,71 @@
-"""Server stage: an ASGI app under uvicorn serving /metrics, /, and /healthz.
+"""The ASGI app: /metrics, /, /healthz and /-/reload, and the Guard in front of it.
 
 Collection reads BPF maps and decodes keys: it runs in a thread so the event loop keeps
 answering other requests (health checks, concurrent scrapes) meanwhile. Concurrent scrapes
 share collections (`SingleFlight`) and, within one, each encoding's body (`Scrape`).
 
 With --web.config.file, `Guard` wraps the app (basic auth, extra headers) and uvicorn serves
-TLS with the context `exporter.web_config` built.
+TLS with the context `exporter.http.web_config` built (see exporter.http.uvicorn_compat).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import html
-import socket
+import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from email.utils import formatdate
-from types import FrameType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-import h11
-import uvicorn
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder, gzip_accepted
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from prometheus_client.exposition import choose_encoder
 
-from . import memory
-from .metrics import exposition
-from .metrics.self_metrics import PREFIX, ExporterCollector
-from .web_config import OPEN_PATHS, BasicAuth, WebConfig
+from .. import memory
+from ..metrics import exposition
+from ..metrics.self_metrics import PREFIX, ExporterCollector
+from .basic_auth import BasicAuth, Verdict
+from .web_config import OPEN_PATHS
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Body = tuple[bytes, str, list[tuple[str, str]]]  # body, content type, extra headers
+T = TypeVar("T")
+# A body goes out in slices of this, each after the client took the one before (uvicorn waits
+# while the connection's write buffer is above its high-water mark): a client that does not
+# read pins one slice of copies, not the whole body (exporter.http.uvicorn_compat drops it).
+BODY_SLICE = 64 * 1024
+# A collection (or a render) expected to take less than this runs on the event loop: see
+# SingleFlight.
+INLINE_SECONDS = 0.002
+
+
+def gzip_accepted(accept_encoding: str) -> bool:
+    """Whether `Accept-Encoding` admits gzip (RFC 9110 12.5.3): `gzip` or `*` with a q-value
+    above 0, gzip's own entry deciding when both are given. (prometheus_client's namesake
+    ignores q, so `gzip;q=0`, which refuses gzip, got it.)"""
+    star = None
+    for entry in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in entry.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0  # a malformed weight admits nothing
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q > 0
+    return bool(star)
 
 
 class Scrape:
@@ -53,9 +80,15 @@ class Scrape:
         self._bodies: dict[tuple[str, bool], Body] = {}
         self._lock = threading.Lock()
 
-    def body(self, accept: str, accept_encoding: str) -> Body:
+    def rendered(self, accept: str, accept_encoding: str) -> bool:
+        return self._key(accept, accept_encoding) in self._bodies
+
+    def _key(self, accept: str, accept_encoding: str) -> tuple[str, bool]:
         content_type = choose_encoder(accept)[1]  # names the format, version and escaping
-        key = (content_type, gzip_accepted(accept_encoding))
+        return content_type, gzip_accepted(accept_encoding)
+
+    def body(self, accept: str, accept_encoding: str) -> Body:
+        key = self._key(accept, accept_encoding)
         with self._lock:
             if key not in self._bodies:
                 started = time.perf_counter()
@@ -75,6 +108,14 @@ class Scrape:
         return self._bodies[key][0]
 
 
+class Idle(Protocol):
+    """What SingleFlight does when a round of collections ends (memory.Trimmer)."""
+
+    def due(self) -> bool: ...
+
+    def __call__(self) -> None: ...
+
+
 class SingleFlight:
     """Concurrent scrapes share one collection instead of each collecting in full.
 
@@ -84,13 +125,19 @@ class SingleFlight:
     share it: one collection a round, however many scrapers, at the cost of waiting for at
     most one collection in progress. Collections run one at a time, so a scraper's
     successive scrapes never go backwards.
+
+    A collection runs in a thread, so the event loop keeps answering meanwhile, unless the
+    one before took under INLINE_SECONDS: then the hop to a thread and back (a wakeup of
+    each, ~0.1-0.3 ms on a busy VM) would cost more than the collection, which runs on the
+    loop. A map that grew meanwhile costs the loop one slow collection, then threads again.
     """
 
-    def __init__(self, collect: Callable[[], Scrape], idle: Callable[[], None]) -> None:
+    def __init__(self, collect: Callable[[], Scrape], idle: Idle) -> None:
         self._collect = collect
-        self._idle = idle  # run in a thread when a round of collections ends
+        self._idle = idle  # run when a round of collections ends, in a thread if due
         self._next: asyncio.Future[Scrape] | None = None  # what requests arriving now get
         self._runner: asyncio.Task[None] | None = None
+        self._last_seconds = math.inf  # how long the last collection took
 
     async def get(self) -> Scrape:
         if self._next is None:
@@ -105,12 +152,18 @@ class SingleFlight:
         try:
             while self._next is not None:
                 future, self._next = self._next, None
+                started = time.perf_counter()
                 try:
-                    future.set_result(await asyncio.to_thread(self._collect))
+                    if self._last_seconds < INLINE_SECONDS:
+                        scrape = self._collect()
+                    else:
+                        scrape = await asyncio.to_thread(self._collect)
+                    future.set_result(scrape)
                 except Exception as err:  # noqa: BLE001 - every waiter gets it: a 500 each
                     future.set_exception(err)
-                if self._next is None:  # requests arriving meanwhile are served next
-                    await asyncio.to_thread(self._idle)
+                self._last_seconds = time.perf_counter() - started
+                if self._next is None and self._idle.due():
+                    await asyncio.to_thread(self._idle)  # requests arriving meanwhile: next
         finally:
             self._runner = None
 
@@ -156,9 +209,11 @@ class App:
             )
         elif path == self.telemetry_path:
             scrape = await self.scrapes.get()
-            body, content_type, extra = await asyncio.to_thread(
-                scrape.body, headers.get("accept", ""), headers.get("accept-encoding", "")
-            )
+            accept, encoding = headers.get("accept", ""), headers.get("accept-encoding", "")
+            if scrape.rendered(accept, encoding) or scrape.collect_seconds < INLINE_SECONDS:
+                body, content_type, extra = scrape.body(accept, encoding)
+            else:  # rendering takes about as long as collecting
+                body, content_type, extra = await asyncio.to_thread(scrape.body, accept, encoding)
             await _respond(send, 200, body, content_type, extra, head=method == "HEAD")
         elif path == "/healthz":
             await _respond(send, 200, b"ok\n", "text/plain", head=method == "HEAD")
@@ -201,6 +256,18 @@ class App:
         ).encode()
 
 
+_dates: tuple[int, bytes] = (0, b"")
+
+
+def _date() -> bytes:
+    """The Date header's value, formatted once a second."""
+    global _dates
+    now = int(time.time())
+    if _dates[0] != now:
+        _dates = now, formatdate(now, usegmt=True).encode()
+    return _dates[1]
+
+
 async def _respond(
     send: Send,
     status: int,
@@ -213,11 +280,18 @@ async def _respond(
         (b"content-type", content_type.encode()),
         (b"content-length", str(len(body)).encode()),
         # Ours, not uvicorn's: its Date needs a timer waking the idle daemon every second.
-        (b"date", formatdate(usegmt=True).encode()),
+        (b"date", _date()),
     ]
     headers += [(k.encode(), v.encode()) for k, v in extra or []]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    if head:
+        body = b""
+    sent = 0
+    while len(body) - sent > BODY_SLICE:
+        chunk = body[sent : sent + BODY_SLICE]
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        sent += BODY_SLICE
+    await send({"type": "http.response.body", "body": body[sent:] if sent else body})
 
 
 class Guard:
@@ -246,7 +320,21 @@ class Guard:
                 (v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"authorization"),
                 None,
             )
-            if not await self.auth.check(authorization):
+            verdict = self.auth.known(authorization)
+            if verdict is None:  # a bcrypt check: dropped if the client leaves meanwhile
+                verdict = await _unless_gone(self.auth.check(authorization), receive)
+                if verdict is None:
+                    return  # nobody left to answer
+            if verdict is Verdict.BUSY:
+                await _respond(
+                    send_with_headers,
+                    429,
+                    b"Too many password checks pending; try again later\n",
+                    "text/plain; charset=utf-8",
+                    [("retry-after", "1")],
+                )
+                return
+            if verdict is Verdict.FAIL:
                 await _respond(
                     send_with_headers,
                     401,
@@ -258,112 +346,20 @@ class Guard:
         await self.app(scope, receive, send_with_headers)
 
 
-# A request head must arrive whole within this of the connection opening or of the previous
-# response: uvicorn alone times out only idle keep-alive connections, not silent or
-# trickling ones before a request, which would hold an fd each for ever.
-REQUEST_HEAD_SECONDS = 5.0
+async def _unless_gone(work: Coroutine[Any, Any, T], receive: Receive) -> T | None:
+    """`work`'s result, or None (and `work` cancelled) if the client disconnects first.
+    Reads the request's body to see the disconnect: no path behind the Guard reads one."""
 
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
-class _Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request head, and no second response
-    to a request whose malformed body uvicorn answered with a 400 itself."""
-
-    _head_timer: asyncio.TimerHandle | None = None
-    _waiting_after: object = None  # the cycle before the request the deadline is for
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._await_head()
-
-    def _await_head(self) -> None:
-        self._cancel_head_timer()
-        self._waiting_after = self.cycle
-        self._head_timer = self.loop.call_later(REQUEST_HEAD_SECONDS, self._head_timeout)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timeout(self) -> None:
-        self._head_timer = None
-        if self.cycle is self._waiting_after and not self.transport.is_closing():
-            with contextlib.suppress(h11.LocalProtocolError):
-                self.conn.send(h11.ConnectionClosed())
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.cycle is not self._waiting_after:  # a request head arrived: a new cycle
-            self._cancel_head_timer()
-
-    def on_response_complete(self) -> None:
-        # Armed first: pipelined requests may start their cycles within super()'s call.
-        if not self.transport.is_closing():
-            self._await_head()
-        super().on_response_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
-
-    def send_400_response(self, msg: str) -> None:
-        # The app, still running for this request, must not answer it too: h11 would raise
-        # (a traceback in the log for every such request).
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            super().send_400_response(msg)
-        else:  # the app has answered already: a 400 cannot follow, only a close
-            self.transport.close()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the
-    process before it detaches its programs and exits 0: here a signal only asks it to stop.
-
-    And uvicorn wakes ten times a second to see whether it should stop and to refresh its Date
-    header: on this VM every wakeup of an idle Python costs ~1 ms of CPU (cold caches), most
-    of an idle daemon's CPU. This one sleeps until a signal asks it to stop, and the app
-    writes the Date header itself (uvicorn's is off)."""
-
-    _wake: asyncio.Event | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    async def main_loop(self) -> None:
-        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        while not await self.on_tick(0):  # sets the default headers, says whether to stop
-            await self._wake.wait()
-            self._wake.clear()
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit:
-            self.force_exit = True
-        self.should_exit = True
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)  # safe from a signal handler
-
-
-def serve(app: App, listener: socket.socket, web: WebConfig | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; over TLS and behind basic auth as `web` says."""
-    auth = web.authenticator() if web else None
-    asgi: ASGIApp = Guard(app, auth, web.headers) if web else app
-    tls = web.tls if web else None
-    config = uvicorn.Config(
-        asgi,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        http=_Protocol,
-        date_header=False,  # _respond writes it: see _Server
-        timeout_graceful_shutdown=1,
-        # The context is built whole (versions, client CA) by web_config; uvicorn's ssl_*
-        # parameters cannot say min_version.
-        ssl_context_factory=(lambda _config, _default: tls) if tls else None,
-    )
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected())
     try:
-        _Server(config).run(sockets=[listener])
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if auth:
-            auth.close()
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    return task.result() if task.done() and not task.cancelled() else None
