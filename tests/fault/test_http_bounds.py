@@ -123,6 +123,28 @@ class LimitedDaemon(Daemon):
         return ["prlimit", f"--nofile={self.NOFILE}:{self.NOFILE}", *super().command(args)]
 
 
+def prlimit(pid: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """prlimit(1) on the serving process, as its own user: it is not root's (privilege
+    separation), and root without CAP_SYS_RESOURCE may not change another user's limits."""
+    server = Path(f"/proc/{pid}/status").read_text()
+    uid = next(line.split()[1] for line in server.splitlines() if line.startswith("Uid:"))
+    gid = next(line.split()[1] for line in server.splitlines() if line.startswith("Gid:"))
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "prlimit",
+            f"--pid={pid}",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_connections_beyond_the_cap_are_reset_before_the_fd_limit(tmp_path: Path) -> None:
     """Under 1024 fds, 200 silent connections more than the cap: those beyond it are reset
     at once, the daemon never runs out of fds, and once they go it serves at once."""
@@ -160,16 +182,11 @@ def test_accept_errors_at_the_fd_limit_are_logged_once_a_second(daemon, write_co
     pid = d.proc.pid
     soft, hard = (
         int(v)
-        for v in subprocess.run(
-            ["prlimit", f"--pid={pid}", "--nofile", "--output=SOFT,HARD", "--noheadings"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
+        for v in prlimit(pid, "--nofile", "--output=SOFT,HARD", "--noheadings").stdout.split()
     )
     lines_before = d.log().count("\n")
     tight = len(os.listdir(f"/proc/{pid}/fd")) + 10
-    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={tight}:{hard}"], check=True)
+    prlimit(pid, f"--nofile={tight}:{hard}")
     clients = []
     began = time.monotonic()
     try:
@@ -182,7 +199,7 @@ def test_accept_errors_at_the_fd_limit_are_logged_once_a_second(daemon, write_co
         assert exhausted, "the fd limit was reached"
         assert len(log) <= seconds + 3, "\n".join(log[:20])
     finally:
-        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={soft}:{hard}"], check=True)
+        prlimit(pid, f"--nofile={soft}:{hard}")
         for s in clients:
             s.close()
     d.wait_ready(timeout=10)  # accepting again
