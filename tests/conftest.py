@@ -202,9 +202,10 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> bytes:
+    def get(self, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> bytes:
+        """The body of GET `path`; `timeout` only tells a hung daemon from a slow one."""
         request = urllib.request.Request(self.url + path, headers=headers or {})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return bytes(response.read())
 
     def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
