@@ -27,6 +27,12 @@ KERNEL_DIRS = (REPO / "tests" / "kernel",)
 DAEMON_DIRS = (REPO / "tests" / "fault", REPO / "tests" / "e2e")
 
 
+# Seconds a bcc tool or bpftrace may take to print and exit after SIGINT: a hang detector, not
+# a speed limit (a few seconds on a quiet machine; bpftrace took over 30 once beside the busy
+# neighbour of `make test-soak BUSY=1`).
+TOOL_EXIT_SECONDS = 300
+
+
 def _bpf_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
