@@ -1,7 +1,8 @@
 """The built-in hardirqs program on interrupts with a known count: virtio-rng hands out
 random bytes from a 64-byte buffer and, once a read has taken them all, asks the device for
 the next buffer, which the device signals with one interrupt. So 23 reads of 64 bytes from
-/dev/hwrng, started and ended with the device idle, are 23 interrupts.
+/dev/hwrng, started and ended with the device idle, are 23 interrupts (and more if the
+kernel's hwrng thread reads it meanwhile).
 
 The kernel counts interrupts per line in /proc/interrupts, right before calling the handlers:
 read before and after each scrape, it brackets our count of every handler, exactly whenever
@@ -164,12 +165,15 @@ def test_hwrng_reads(daemon, write_config):
             sum_low, sum_high = hist.sum_range(NS)
             assert sum_low <= hist.sum <= sum_high, why
 
-    # The device's interrupts: the premise, from the kernel, is one per read; all 23 handler
-    # calls counted whenever the kernel handed us every event (the witness says how many).
-    assert p2[handler][1] - p1[handler][1] == p3[handler][1] - p0[handler][1] == N, (p0, p3)
+    # The device's interrupts: the premise, from the kernel, is one per read, and more when
+    # the kernel's own hwrng thread reads it to feed the entropy pool (seen once beside the
+    # busy neighbour); all the handler calls counted whenever the kernel handed us every
+    # event (the witness says how many).
+    low, high = p2[handler][1] - p1[handler][1], p3[handler][1] - p0[handler][1]
+    assert N <= low <= high, (p0, p3)
     entries, exits = delivered(before, after, p3[handler][0])
-    lost = (N - entries) + (N - exits)
-    assert N - lost <= ours[handler].total <= N, (ours[handler], entries, exits)
+    lost = (high - entries) + (high - exits)
+    assert low - lost <= ours[handler].total <= high, (ours[handler], low, high, entries, exits)
 
     # hardirqs-bpfcc -C, attached just before the first scrape and stopped just after the
     # second: handlers of /proc/interrupts, the device's among them with the same count. (It
@@ -178,7 +182,8 @@ def test_hwrng_reads(daemon, write_config):
     rows = [line.split() for line in tool.output.splitlines()]
     theirs = {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
     assert set(theirs) <= handlers, theirs
-    assert N - lost <= theirs.get(handler, 0) <= N, (theirs, ours[handler], entries, exits)
+    most = outer[1][handler][1] - outer[0][handler][1]
+    assert low - lost <= theirs.get(handler, 0) <= most, (theirs, low, most, entries, exits)
     # A handler it saw handle interrupts ran in our window, or only in the margins around it:
     # from before the tool attached to our first scrape, from our second to after it exited.
     for name, n in theirs.items():
