@@ -27,6 +27,12 @@ KERNEL_DIRS = (REPO / "tests" / "kernel",)
 DAEMON_DIRS = (REPO / "tests" / "fault", REPO / "tests" / "e2e")
 
 
+# Seconds a bcc tool or bpftrace may take to print and exit after SIGINT: a hang detector, not
+# a speed limit (a few seconds on a quiet machine; bpftrace took over 30 once beside the busy
+# neighbour of `make test-soak BUSY=1`).
+TOOL_EXIT_SECONDS = 300
+
+
 def _bpf_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
@@ -214,9 +220,10 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> bytes:
+    def get(self, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> bytes:
+        """The body of GET `path`; `timeout` only tells a hung daemon from a slow one."""
         request = urllib.request.Request(self.url + path, headers=headers or {})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return bytes(response.read())
 
     def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

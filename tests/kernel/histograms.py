@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from ..conftest import TOOL_EXIT_SECONDS
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -133,7 +135,7 @@ def bcc_tool(*args: str) -> Iterator[ToolRun]:
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        run.output, run.errors = proc.communicate(timeout=30)
+        run.output, run.errors = proc.communicate(timeout=TOOL_EXIT_SECONDS)
     assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}: {run.errors}"
 
 

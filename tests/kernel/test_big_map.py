@@ -82,7 +82,8 @@ def scrape_ten_times(exporter):  # type: ignore[no-untyped-def]
     map the 10th showed, and its other samples (parsing 1M lines would take the test ~10 s)."""
     after = []
     for _ in range(10):
-        body = exporter.get("/metrics").decode()
+        # 3.5 s a scrape of 1M series here; 30 s and more beside a busy neighbour.
+        body = exporter.get("/metrics", timeout=600).decode()
         after.append(memory(exporter.proc.pid))
     lines = body.splitlines()
     big = sum(1 for line in lines if line.startswith("bigmap_big_total{"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import cannot_run
+from ..conftest import TOOL_EXIT_SECONDS, cannot_run
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -91,7 +91,7 @@ def test_direct_writes_on_a_loop_device(daemon, loop_device):
         took_ns = json.loads(workload.run(comm, DIRECT_WRITES, f"/dev/{loop_device}"))
     finally:
         bitesize.send_signal(signal.SIGINT)
-        tool_output, tool_errors = bitesize.communicate(timeout=30)
+        tool_output, tool_errors = bitesize.communicate(timeout=TOOL_EXIT_SECONDS)
     samples = exporter.scrape()
 
     def value(name: str, **labels: str) -> float:

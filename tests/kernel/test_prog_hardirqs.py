@@ -1,7 +1,8 @@
 """The built-in hardirqs program on interrupts with a known count: virtio-rng hands out
 random bytes from a 64-byte buffer and, once a read has taken them all, asks the device for
 the next buffer, which the device signals with one interrupt. So 23 reads of 64 bytes from
-/dev/hwrng, started and ended with the device idle, are 23 interrupts.
+/dev/hwrng, started and ended with the device idle, are 23 interrupts (and more if the
+kernel's hwrng thread reads it meanwhile).
 
 The kernel counts interrupts per line in /proc/interrupts, right before calling the handlers:
 read before and after each scrape, it brackets our count of every handler, exactly whenever
@@ -55,6 +56,14 @@ def proc_interrupts() -> dict[str, tuple[list[int], int]]:
             irqs, total = found.get(names[0], ([], 0))
             found[names[0]] = ([*irqs, irq], total + n)
     return found
+
+
+def interrupts_reach(handler: str, count: int, timeout: float = 60) -> None:
+    """Wait until /proc/interrupts counts `count` interrupts of a handler's lines."""
+    deadline = time.monotonic() + timeout
+    while (seen := proc_interrupts()[handler][1]) < count:
+        assert time.monotonic() < deadline, f"{handler}: {seen} interrupts, not {count}"
+        time.sleep(0.01)
 
 
 WITNESS = """
@@ -113,8 +122,10 @@ def test_hwrng_reads(daemon, write_config):
     exporter = daemon("--config.names=hardirqs", f"--config.file={write_config('w', WITNESS)}")
     rng = os.open("/dev/hwrng", os.O_RDONLY)
     try:
+        idle = proc_interrupts()[handler][1]
         os.read(rng, 64)  # take what the driver holds: the next buffer is asked for now
-        time.sleep(0.1)  # and has come (one interrupt) before the window opens
+        interrupts_reach(handler, idle + 1)  # and has come before the window opens
+        outer = [proc_interrupts()]  # before the tool attached; and after it exited
         with bcc_tool("/usr/sbin/hardirqs-bpfcc", "-C") as tool:
             p0 = proc_interrupts()
             before = exporter.scrape()
@@ -122,11 +133,14 @@ def test_hwrng_reads(daemon, write_config):
             started = time.monotonic()
             for _ in range(N):
                 assert len(os.read(rng, 64)) == 64
-            time.sleep(0.1)  # the buffer asked for after the last read comes in the window
+            # The buffer asked for after the last read comes in the window: waited for, as a
+            # busy host can take more than 100 ms to answer.
+            interrupts_reach(handler, p1[handler][1] + N)
             window = time.monotonic() - started
             p2 = proc_interrupts()
             after = exporter.scrape()
             p3 = proc_interrupts()
+        outer.append(proc_interrupts())
     finally:
         os.close(rng)
 
@@ -151,12 +165,15 @@ def test_hwrng_reads(daemon, write_config):
             sum_low, sum_high = hist.sum_range(NS)
             assert sum_low <= hist.sum <= sum_high, why
 
-    # The device's interrupts: the premise, from the kernel, is one per read; all 23 handler
-    # calls counted whenever the kernel handed us every event (the witness says how many).
-    assert p2[handler][1] - p1[handler][1] == p3[handler][1] - p0[handler][1] == N, (p0, p3)
+    # The device's interrupts: the premise, from the kernel, is one per read, and more when
+    # the kernel's own hwrng thread reads it to feed the entropy pool (seen once beside the
+    # busy neighbour); all the handler calls counted whenever the kernel handed us every
+    # event (the witness says how many).
+    low, high = p2[handler][1] - p1[handler][1], p3[handler][1] - p0[handler][1]
+    assert N <= low <= high, (p0, p3)
     entries, exits = delivered(before, after, p3[handler][0])
-    lost = (N - entries) + (N - exits)
-    assert N - lost <= ours[handler].total <= N, (ours[handler], entries, exits)
+    lost = (high - entries) + (high - exits)
+    assert low - lost <= ours[handler].total <= high, (ours[handler], low, high, entries, exits)
 
     # hardirqs-bpfcc -C, attached just before the first scrape and stopped just after the
     # second: handlers of /proc/interrupts, the device's among them with the same count. (It
@@ -165,10 +182,12 @@ def test_hwrng_reads(daemon, write_config):
     rows = [line.split() for line in tool.output.splitlines()]
     theirs = {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
     assert set(theirs) <= handlers, theirs
-    assert N - lost <= theirs.get(handler, 0) <= N, (theirs, ours[handler], entries, exits)
-    # A handler it saw handle interrupts ran in our window, or only in the margins around it.
+    most = outer[1][handler][1] - outer[0][handler][1]
+    assert low - lost <= theirs.get(handler, 0) <= most, (theirs, low, most, entries, exits)
+    # A handler it saw handle interrupts ran in our window, or only in the margins around it:
+    # from before the tool attached to our first scrape, from our second to after it exited.
     for name, n in theirs.items():
         if name not in p3:
             continue  # on a shared line: no count of its own
-        margins = (p1[name][1] - p0[name][1]) + (p3[name][1] - p2[name][1])
-        assert ours[name].total or n <= margins, (name, n)
+        margins = (p1[name][1] - outer[0][name][1]) + (outer[1][name][1] - p2[name][1])
+        assert ours[name].total or n <= margins, (name, n, margins)

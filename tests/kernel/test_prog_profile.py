@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..conftest import TOOL_EXIT_SECONDS
 from . import workload
 from .histograms import cpu_ticks, most_time_in
 
@@ -48,7 +49,7 @@ def test_busy_process_sampled_at_49_hz(daemon):
         ticks.append(cpu_ticks(cpu))
     finally:
         profile.send_signal(signal.SIGINT)
-        out, err = profile.communicate(timeout=60)
+        out, err = profile.communicate(timeout=TOOL_EXIT_SECONDS)
     ours = exporter.value("bcc_cpu_samples_total", comm=comm)
     theirs = sum(int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith(comm))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import TOOL_EXIT_SECONDS
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -92,7 +93,7 @@ def test_lines_typed_into_bash(daemon, tmp_path):
     finally:
         time.sleep(0.5)  # let it drain its perf buffer
         tool.send_signal(signal.SIGINT)
-        out, err = tool.communicate(timeout=30)
+        out, err = tool.communicate(timeout=TOOL_EXIT_SECONDS)
     lines = [line.split(None, 2) for line in out.splitlines()]
     assert [words[2] for words in lines if words[1] == str(pid)] == [
         f": line {i}" for i in range(M)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 
-from ..conftest import cannot_run
+from ..conftest import TOOL_EXIT_SECONDS, cannot_run
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -51,7 +51,7 @@ def syscount(*args: str) -> Callable[[], dict[str, int]]:
 
     def finish() -> dict[str, int]:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=TOOL_EXIT_SECONDS)
         return {m[0]: int(m[1]) for m in re.findall(r"^(\w+) +(\d+)$", out, re.MULTILINE)}
 
     return finish

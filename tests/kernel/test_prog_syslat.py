@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 
-from ..conftest import cannot_run
+from ..conftest import TOOL_EXIT_SECONDS, cannot_run
 from . import workload
 
 SLEEPS = 23  # bcc's rule for tools: a prime number of events
@@ -104,7 +104,7 @@ def test_timed_waits_land_in_their_bucket_and_match_syscount(daemon):
     assert sleeps["sum"] >= SLEEPS * LENGTH
 
     theirs.send_signal(signal.SIGINT)
-    out, _ = theirs.communicate(timeout=30)
+    out, _ = theirs.communicate(timeout=TOOL_EXIT_SECONDS)
     found = re.search(r"^rt_sigtimedwait +(\d+) +([\d.]+)$", out, re.MULTILINE)
     assert found, out
     count, total_us = int(found[1]), float(found[2])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import cannot_run
+from ..conftest import TOOL_EXIT_SECONDS, cannot_run
 from . import workload
 from .conftest import Daemon
 
@@ -130,7 +130,7 @@ class Tools:
         time.sleep(0.5)  # let it drain its perf buffer
         proc = self.procs[tool]
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=TOOL_EXIT_SECONDS)
         assert proc.returncode == 0, err
         return [line.split(",") for line in out.splitlines() if line]
 

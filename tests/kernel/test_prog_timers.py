@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 
+from ..conftest import TOOL_EXIT_SECONDS
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events
@@ -74,7 +75,7 @@ def test_timer_callbacks_by_name(daemon):
         after = by_function(exporter.scrape())
     finally:
         bpftrace.send_signal(signal.SIGINT)
-        out, err = bpftrace.communicate(timeout=30)
+        out, err = bpftrace.communicate(timeout=TOOL_EXIT_SECONDS)
     assert bpftrace.returncode == 0, err
     past = by_function(exporter.scrape())  # after bpftrace's window
     theirs = {m[1]: int(m[2]) for m in re.finditer(r"^@\[(.+)\]: (\d+)$", out, re.M)}

@@ -9,6 +9,8 @@ import textwrap
 import uuid
 from collections.abc import Callable
 
+from ..conftest import TOOL_EXIT_SECONDS
+
 PRELUDE = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -53,7 +55,7 @@ def bpftrace(script: str) -> Callable[[], str]:
 
     def finish() -> str:
         proc.send_signal(signal.SIGINT)
-        return proc.communicate(timeout=30)[0]
+        return proc.communicate(timeout=TOOL_EXIT_SECONDS)[0]
 
     return finish
 
