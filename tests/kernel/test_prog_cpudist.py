@@ -100,14 +100,16 @@ def test_fifo_task_slices(daemon, write_config):
     # The kernel put it on a CPU N times: released, then after each sleep; each busy period
     # was one slice, ending at the next sleep or at exit. SCHED_FIFO keeps CFS tasks out, but
     # not the deadline server that gives them a share (or the stop class): a preemption splits
-    # a busy period into two slices, and the kernel counts one more time put on a CPU.
-    split = ran.pcount - N
-    assert split >= 0, why
+    # a busy period into two slices, and the kernel counts one more time put on a CPU. And a
+    # 1 ms sleep whose timer fires before the task has left the CPU never leaves it: two busy
+    # periods in one slice (~10 ms), one time fewer.
+    split = max(ran.pcount - N, 0)
+    merged = max(N - ran.pcount, 0)
     # One slice each time it was put on a CPU: exactly, when every switch reached us.
     assert ran.pcount - lost <= ours.total <= ran.pcount, why
     # Each whole busy period is the 5 ms spin and the microseconds around it: le = 8.192 ms.
-    assert N - split - lost <= ours.counts[8192 * US] <= N, why
-    if not split and not lost:
+    assert N - split - 2 * merged - lost <= ours.counts[8192 * US] <= N, why
+    if not split and not merged and not lost:
         assert ours.counts[8192 * US] == ours.total == N, why
     # The slices add up to at least the whole busy periods, at most to its time alive; and to the
     # kernel's time on a CPU, up to where each side reads its clock: the kernel's slice starts
