@@ -75,7 +75,12 @@ def test_timer_callbacks_by_name(daemon):
         after = by_function(exporter.scrape())
     finally:
         bpftrace.send_signal(signal.SIGINT)
-        out, err = bpftrace.communicate(timeout=TOOL_EXIT_SECONDS)
+        try:
+            out, err = bpftrace.communicate(timeout=TOOL_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            bpftrace.kill()  # a hung bpftrace must not outlive the test, attached
+            bpftrace.communicate()
+            raise
     assert bpftrace.returncode == 0, err
     past = by_function(exporter.scrape())  # after bpftrace's window
     theirs = {m[1]: int(m[2]) for m in re.finditer(r"^@\[(.+)\]: (\d+)$", out, re.M)}
