@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from email.utils import formatdate
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from .. import memory
 from ..metrics import exposition
-from ..metrics.self_metrics import PREFIX, ExporterCollector
+from ..metrics.self_metrics import ExporterCollector, ScrapeDurations
 from .basic_auth import BasicAuth, Verdict
 from .web_config import OPEN_PATHS
 
@@ -72,7 +72,7 @@ class Scrape:
     """One collection of the registry; each encoding's body is rendered once, for every
     request that shares the collection and asks for that encoding."""
 
-    def __init__(self, registry: CollectorRegistry, duration: Histogram) -> None:
+    def __init__(self, registry: CollectorRegistry, duration: ScrapeDurations) -> None:
         started = time.perf_counter()
         self.families: list[Metric] = list(registry.collect())
         self.collect_seconds = time.perf_counter() - started
@@ -168,7 +168,7 @@ class SingleFlight:
             self._runner = None
 
 
-# The HTTP versions the h11 protocol speaks.
+# The HTTP versions this server speaks.
 HTTP_VERSIONS = ("1.0", "1.1")
 
 
@@ -185,11 +185,8 @@ class App:
         self.telemetry_path = telemetry_path
         # /-/reload, as Prometheus: only with --web.enable-lifecycle; returns the error or None.
         self.reload = reload
-        self.scrape_duration = Histogram(
-            f"{PREFIX}_scrape_duration_seconds",
-            "Time to collect and render one /metrics body; concurrent scrapes share bodies.",
-            registry=registry,
-        )
+        self.scrape_duration = ScrapeDurations()
+        registry.register(self.scrape_duration)
         self.scrapes = SingleFlight(
             lambda: Scrape(self.registry, self.scrape_duration), memory.Trimmer()
         )
@@ -198,11 +195,15 @@ class App:
         if scope["type"] != "http":
             return
         if scope["http_version"] not in HTTP_VERSIONS:
-            # h11 takes any HTTP/d.d (HTTP/9.9 too) for a request this server would answer.
+            # llhttp parses HTTP/2.0 (and h11 any HTTP/d.d) into a request like any other.
             await _respond(send, 505, b"HTTP version not supported\n", "text/plain")
             return
         path, method = scope["path"], scope["method"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["http_version"] == "1.1" and "host" not in headers:
+            # RFC 9112 3.2: a server MUST answer 400 (h11 did; llhttp does not check).
+            await _respond(send, 400, b"missing Host header\n", "text/plain")
+            return
         if path in (self.telemetry_path, "/", "/healthz") and method not in ("GET", "HEAD"):
             await _respond(
                 send, 405, b"method not allowed\n", "text/plain", [("allow", "GET, HEAD")]

@@ -1,4 +1,5 @@
-"""/metrics bodies: program metrics written straight to text, everything else by prometheus_client.
+"""/metrics bodies: program and exporter metrics written straight to text, the rest by
+prometheus_client.
 
 prometheus_client's encoders build a Sample namedtuple and a labels dict per series, then
 sort, escape and format each of them on every scrape: ~3 µs a series, most of a 10k-series
@@ -8,7 +9,11 @@ the `{name="value",...}` text of each distinct set of label values is made once 
 reference and does everything the fast path does not:
 - each family's `# HELP`/`# TYPE` lines are the stock encoder's output for the family
   without samples, so name munging (counters' `_total`) and help escaping are its own;
-- other families (self metrics, process metrics) are encoded by it whole;
+  (made once per format and cached: they change only with the configuration);
+- `gauge()` and `counter()` make the exporter's own families the same way (a label set's
+  text cached across scrapes by `series_text`);
+- other stock gauges and counters with plain samples (process metrics) become a `Family` at
+  render (`plain`); anything else is encoded by it whole;
 - escaping schemes that rewrite legacy names (`dots`, `values`) use it for everything:
   a `Family` gives prometheus_client's samples when asked for them.
 Sample lines are the same in both formats for names every scheme leaves alone (ours match
@@ -18,7 +23,9 @@ prints them; OpenMetrics adds `# EOF`. tests/unit/test_exposition.py compares bo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import functools
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 from prometheus_client.core import (
@@ -44,6 +51,8 @@ OPENMETRICS = "application/openmetrics-text"
 EOF = b"# EOF\n"
 # Schemes under which legacy names print as they are, in both formats.
 _FAST_ESCAPINGS = (UNDERSCORES, ALLOWUTF8)
+# Names every escaping scheme leaves as they are: a family or label named otherwise stays stock.
+LEGACY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Series rendered to text at a time: the body's peak is the bytes, not a str per line.
 CHUNK = 4096
 
@@ -109,6 +118,13 @@ def counter_type(config: Counter) -> str:
     return "unknown" if config.untyped else "counter"
 
 
+@functools.lru_cache(maxsize=256)
+def series_text(names: Labels) -> SeriesText:
+    """One SeriesText per set of label names, shared by every family with those names: the
+    exporter's own families are made anew on every scrape, their label texts need not be."""
+    return SeriesText(names)
+
+
 class Family(Metric):
     """A program's counter, gauge or histogram; `samples` are made only when something
     other than `render` asks for them (the stock encoder, `snapshot`)."""
@@ -129,6 +145,11 @@ class Family(Metric):
         super().__init__(name, documentation, typ)
         self.text = text
         self.series = series
+
+    def add_metric(self, values: Sequence[str], value: float) -> None:
+        """As GaugeMetricFamily's: a series of a family made by `gauge()` or `counter()`."""
+        assert isinstance(self.series, list)
+        self.series.append((tuple(values), value))
 
     @property  # type: ignore[override]
     def samples(self) -> list[Sample]:
@@ -186,6 +207,42 @@ class Family(Metric):
                 yield f"{total}{labelled} {go_float(sum_value)}\n"
 
 
+def gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> Family:
+    """An empty gauge family to add series to, rendered as GaugeMetricFamily's would be."""
+    return Family(name, documentation, "gauge", series_text(tuple(labels)), [])
+
+
+def counter(name: str, documentation: str, labels: Sequence[str] = ()) -> Family:
+    """An empty counter family (named without `_total`, its samples with), as
+    CounterMetricFamily's."""
+    return Family(name, documentation, "counter", series_text(tuple(labels)), [])
+
+
+def plain(family: Metric) -> Metric:
+    """A stock gauge or counter as a `Family` when its samples are plain (the family's own
+    name, the same label names in the same order, no timestamp or exemplar: what
+    ProcessCollector and GaugeMetricFamily make); anything else as it is."""
+    kinds = {"gauge": "", "counter": "_total"}
+    if family.type not in kinds or not LEGACY_NAME.fullmatch(family.name):
+        return family
+    sample_name = family.name + kinds[family.type]
+    names = tuple(family.samples[0].labels) if family.samples else ()
+    series = []
+    for sample in family.samples:
+        if (
+            sample.name != sample_name
+            or tuple(sample.labels) != names
+            or sample.timestamp is not None
+            or sample.exemplar is not None
+            or sample.native_histogram is not None
+        ):
+            return family
+        series.append((tuple(sample.labels.values()), sample.value))
+    if not all(LEGACY_NAME.fullmatch(name) for name in names):
+        return family
+    return Family(family.name, family.documentation, family.type, series_text(names), series)
+
+
 class _Families:
     """What the stock encoders take: something with collect()."""
 
@@ -209,15 +266,39 @@ def render(families: Sequence[Metric], accept: str) -> tuple[bytes, str]:
     openmetrics = content_type.startswith(OPENMETRICS)
     out: list[bytes] = []
     for family in families:
+        if not isinstance(family, Family):
+            family = plain(family)
         if isinstance(family, Family):
-            header = Metric(family.name, family.documentation, family.type)
-            out.append(_strip_eof(stock(_Families([header])), openmetrics))
+            out.append(_header(stock, content_type, family))
             out.extend(family.lines())
         else:
             out.append(_strip_eof(stock(_Families([family])), openmetrics))
     if openmetrics:
         out.append(EOF)
     return b"".join(out), content_type
+
+
+# (content type, family name, help, type) -> the family's `# HELP`/`# TYPE` lines; emptied
+# at this many (families of configurations reloaded away): far more than a configuration has.
+HEADER_LIMIT = 4096
+_headers: dict[tuple[str, str, str, str], bytes] = {}
+
+
+def _header(stock: Callable[..., bytes], content_type: str, family: Family) -> bytes:
+    """A family's `# HELP`/`# TYPE` lines: the stock encoder's for the family without
+    samples, made once per format. Keyed by the content type, which names the format, version
+    and escaping (the encoder itself is a new partial on every negotiation)."""
+    key = (content_type, family.name, family.documentation, family.type)
+    try:
+        return _headers[key]
+    except KeyError:
+        pass
+    if len(_headers) >= HEADER_LIMIT:
+        _headers.clear()
+    header = Metric(family.name, family.documentation, family.type)
+    text = _strip_eof(stock(_Families([header])), content_type.startswith(OPENMETRICS))
+    _headers[key] = text
+    return text
 
 
 def _strip_eof(body: bytes, openmetrics: bool) -> bytes:

@@ -1,8 +1,8 @@
 """HTTP abuse against a running daemon: oversized headers, slow clients, garbage, unknown paths
 and methods. Each gets a 4xx or a closed connection, never a crash, and /metrics still scrapes.
 
-uvicorn's defaults (h11, whose 16 KiB limit on an incomplete request head answers 400) hold;
-exporter.http.uvicorn_compat adds what they lack, each bound tested here: a deadline for each
+uvicorn's httptools protocol parses (llhttp); exporter.http.uvicorn_compat adds what it lacks,
+each bound tested here: a 16 KiB bound on a request head (answered 400), a deadline for each
 request head, a deadline for a stalled write, a cap on connections, accept errors logged at
 most once a second, and no traceback when uvicorn has answered a malformed body itself.
 """
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.http.uvicorn_compat import REQUEST_HEAD_SECONDS
+from exporter.http.uvicorn_compat import MAX_HEAD_BYTES, REQUEST_HEAD_SECONDS
 
 from ..conftest import Daemon, getppid_counter
 
@@ -98,6 +98,29 @@ def request(
 def test_bad_headers_get_4xx_or_close(exporter: Daemon, name: str, payload: bytes) -> None:
     answer = raw(exporter.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + payload + b"\r\n")
     assert client_error_or_close(answer), f"{name}: {answer[:200]!r}"
+
+
+def test_a_head_over_the_bound_is_400_and_one_under_it_is_served(exporter: Daemon) -> None:
+    line = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+    # Counted: the request target, header names and values ("/metrics", "Host", "x", "X-Big").
+    room = MAX_HEAD_BYTES - len(b"/metrics" + b"Host" + b"x" + b"X-Big")
+    under = raw(exporter.port, line + b"X-Big: " + b"a" * room + b"\r\n\r\n")
+    assert under.startswith(b"HTTP/1.1 200 ") and b"fault_abused_calls_total" in under
+    over = raw(exporter.port, line + b"X-Big: " + b"a" * (room + 1) + b"\r\n\r\n")
+    assert over.startswith(b"HTTP/1.1 400 "), over[:200]
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(exporter: Daemon) -> None:
+    """shutdown(SHUT_WR) after the request, as `nc -N` does: the answer still comes whole."""
+    answer = raw(exporter.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = next(
+        int(h.split(b":")[1])
+        for h in head.split(b"\r\n")
+        if h.lower().startswith(b"content-length")
+    )
+    assert len(body) == length and b"fault_abused_calls_total" in body
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ every format and escaping scheme it negotiates, and parsed back with its parsers
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,7 +25,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from exporter.metrics.exposition import Family, SeriesText, go_float, render
+from exporter.metrics.exposition import Family, SeriesText, counter, gauge, go_float, plain, render
+from exporter.metrics.self_metrics import ScrapeDurations
 
 # Label values the format must escape, and ones it must not touch.
 AWKWARD = ["back\\slash", "new\nline", 'quo"te', "ünïcödé ✓", "", "a,b=c}{"]
@@ -195,6 +198,86 @@ def test_a_family_without_series_has_no_samples() -> None:
         render([family], "")[0]
         == b"# HELP bcc_empty_total No series yet.\n# TYPE bcc_empty_total counter\n"
     )
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_exporter_families_are_the_stock_familys_byte_for_byte(accept: str) -> None:
+    """gauge() and counter(), which the exporter's own metrics use, against the
+    GaugeMetricFamily and CounterMetricFamily they replace: labelled, unlabelled, floats."""
+
+    def families(make_gauge: Any, make_counter: Any) -> list[Metric]:
+        runs = make_counter("bcc_exporter_program_run_count", "Runs.", labels=["program", "id"])
+        seconds = make_gauge("bcc_exporter_collect_duration_seconds", "Took.", labels=["program"])
+        build = make_gauge("bcc_exporter_config_last_reload_successful", "Reloaded.")
+        for i, name in enumerate(AWKWARD):
+            runs.add_metric([name, str(i)], 2**64 - 1 - i)
+            seconds.add_metric([name], 0.000169793 * i)
+        build.add_metric([], 1)
+        return [runs, seconds, build]
+
+    encoder, _ = choose_encoder(accept)
+    stock = encoder(Registry(families(GaugeMetricFamily, CounterMetricFamily)))
+    for _ in range(2):  # the second time, with the family headers cached
+        assert render(families(gauge, counter), accept)[0].decode() == stock.decode()
+
+
+def stock_only_families() -> list[Metric]:
+    """Families the fast path must leave to the stock encoder, and plain ones it takes."""
+    created = CounterMetricFamily("bcc_made", "With a created time.", created=1.5e9)
+    created.add_metric([], 3, created=1.5e9)
+    stamped = GaugeMetricFamily("bcc_stamped", "With a timestamp.", labels=["a"])
+    stamped.add_metric(["x"], 1, timestamp=1.7e9)
+    mixed = GaugeMetricFamily("bcc_mixed", "Label names differ between samples.")
+    mixed.add_sample("bcc_mixed", {"a": "1"}, 1)
+    mixed.add_sample("bcc_mixed", {"b": "2"}, 2)
+    utf8 = GaugeMetricFamily("bcc.dotted", "A name legacy schemes rewrite.", labels=["x.y"])
+    utf8.add_metric(["v"], 1)
+    labelled = GaugeMetricFamily("bcc_plain", "Plain, labelled.", labels=["z", "a"])
+    for i, value in enumerate(AWKWARD):
+        labelled.add_metric([value, str(i)], i / 7)
+    process = ProcessCollector(registry=None).collect()
+    return [*process, created, stamped, mixed, utf8, labelled]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_stock_families_render_as_the_stock_encoder_does(accept: str) -> None:
+    encoder, _ = choose_encoder(accept)
+    families = stock_only_families()
+    assert render(families, accept)[0].decode() == encoder(Registry(families)).decode()
+
+
+def test_only_plain_gauges_and_counters_take_the_fast_path() -> None:
+    fast = {f.name for f in stock_only_families() if isinstance(plain(f), Family)}
+    assert fast == {
+        "bcc_plain",
+        "process_virtual_memory_bytes",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "process_max_fds",
+    }
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_scrape_durations_render_as_the_stock_histogram_without_created(accept: str) -> None:
+    registry = CollectorRegistry()
+    stock = Histogram(
+        "bcc_exporter_scrape_duration_seconds",
+        "Time to collect and render one /metrics body; concurrent scrapes share bodies.",
+        registry=registry,
+    )
+    ours = ScrapeDurations()
+    for seconds in (0.0001, 0.005, 0.0051, 0.3, 10.0, 11.0, 0.005):  # on bounds and between
+        stock.observe(seconds)
+        ours.observe(seconds)
+    encoder, _ = choose_encoder(accept)
+    expected = [
+        line
+        for line in encoder(registry).decode().splitlines(keepends=True)
+        if "_created" not in line
+    ]
+    assert render(list(ours.collect()), accept)[0].decode() == "".join(expected)
 
 
 @pytest.mark.parametrize(
