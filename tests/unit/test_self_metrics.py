@@ -28,6 +28,7 @@ class Collector:
         self.readers: list[object] = []
         self.map_readers: list[object] = []
         self.events: list[object] = []
+        self.evictions = SimpleNamespace(total={})
         self.fail = fail
 
     def collect(self):
