@@ -196,5 +196,5 @@ def test_2000_removed_cgroups_leave_the_maps_and_metrics(daemon, write_config, n
     rss, peak = memory(exporter.proc.pid)
     assert peak < RSS_BOUND, (rss, peak)
     print(
-        f"cgroup churn: {len(before)} -> {len(samples)} samples, RSS {rss / MB:.0f}/{peak / MB:.0f} MiB"
+        f"cgroups: {len(before)} -> {len(samples)} samples, RSS {rss / MB:.0f}/{peak / MB:.0f} MiB"
     )
