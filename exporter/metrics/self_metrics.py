@@ -37,6 +37,7 @@ class ExporterCollector:
         self.targets = TargetWatch()
         self.last_reload_successful = True
         self.last_reload_success_time = time.time()
+        self.started = False  # set once start-up has loaded every program (or failed to)
 
     def reloaded(self, successful: bool) -> None:
         self.last_reload_successful = successful
