@@ -106,6 +106,7 @@ class MetricReader:
     def entries(self, skip_zero: bool = False) -> Iterator[tuple[bytes, tuple[str, ...], int]]:
         """(key, label values, value) of every entry whose labels decode; per-CPU maps are
         summed over CPUs, or give one entry per CPU when the metric has a cpu label."""
+        self.labels.begin(self.entries_read)
         self.entries_read = 0
         if self.cpu_label is None:
             for key, value in self.reader.iter_items():
@@ -114,6 +115,7 @@ class MetricReader:
                     labels = self.labels(key)
                     if labels is not None:
                         yield key, labels, value
+            self.labels.end()
             return
         at = self.cpu_label
         for key, values in self.reader.iter_items_per_cpu():
@@ -124,6 +126,7 @@ class MetricReader:
             for cpu, value in zip(self.cpus, values, strict=True):
                 if value or not skip_zero:
                     yield key, (*labels[:at], cpu, *labels[at:]), value
+        self.labels.end()
 
     def summed(
         self, limit: int, skip_zero: bool = False
@@ -148,6 +151,7 @@ class MetricReader:
             return out, dropped, count
         # entries() inlined for the common case: this runs for each of up to ~1M keys.
         decode = self.labels
+        decode.begin(self.entries_read)
         read = 0
         for key, value in self.reader.iter_items():
             read += 1
@@ -163,6 +167,7 @@ class MetricReader:
                     _remember(dropped, decoded)
                 else:
                     out[decoded] = value
+        decode.end()
         self.entries_read = read
         return out, dropped, count
 
@@ -282,6 +287,7 @@ class ProgramCollector:
         self, reader: MetricReader, typ: str, series: list[tuple[tuple[str, ...], V]]
     ) -> Metric:
         config = reader.config
+        reader.text.keep(series)
         return Family(_name(self.program, config), config.help, typ, reader.text, series)
 
     def _bounded(
