@@ -15,7 +15,7 @@ from pathlib import Path
 
 from exporter.errors import ConfigError
 
-from . import cpu, events, peer, rss, scrape, start
+from . import cpu, events, peer, rss, scrape, soak, start
 from .common import REPO, Options, Section, machine
 
 BENCHMARKS: dict[str, Callable[[Options], list[Section]]] = {
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[Options], list[Section]]] = {
     "scrape": scrape.run,
     "cpu": cpu.run,
     "peer": peer.run,
+    "soak": soak.run,
 }
 
 

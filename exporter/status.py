@@ -1,5 +1,6 @@
 """What the supervisor says of each configured program, for whoever shows it (the landing
-page, the self metrics): published by the supervisor at every start and reload, read-only."""
+page, the self metrics, /-/ready): published by the supervisor at every start and reload,
+read-only."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def statuses(
         for e in failed
     ]
     return (*running, *stopped)
+
+
+def unready(started: bool, status: Iterable[ProgramStatus]) -> list[str]:
+    """Why the exporter is not ready (/-/ready), or nothing: start-up has finished, and every
+    configured program that can run on this kernel is attached. A program skipped because the
+    kernel lacks its probes does not count against it; one that failed to compile or attach
+    does."""
+    if not started:
+        return ["starting"]
+    return [f"{s.program}: {s.error}" for s in status if s.state == "failed"]

@@ -50,6 +50,7 @@ class Supervisor:
         with self._lock:
             self._apply(initial=True)
         self.exporter.reloaded(True)
+        self.exporter.started = True
 
     def reload(self) -> str | None:
         """Apply the config as it is now; return None, or why the running set was kept."""

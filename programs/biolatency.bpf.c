@@ -3,8 +3,8 @@
 // - time queued in the I/O scheduler, from insert to issue (biolatency -Q's extra part);
 // - request size at issue (bitesize), bytes as ceil(log2) slots.
 // A request is identified by (device, sector), as bcc's tracepoint-based tools do: no
-// struct request is ever read. Each histogram keeps the sum of its values under SUM_SLOT.
-#define SUM_SLOT 255  // no log2 slot of a u64 reaches it
+// struct request is ever read. Each histogram keeps the sum of its values under
+// EXPORTER_SUM_SLOT (EXPORTER_OBSERVE, programs/include/bcc_exporter.h).
 
 struct rq_key {
     u32 dev;
@@ -23,9 +23,11 @@ struct io_key {
 // the scheduler, or front-merged so its sector changed) is evicted rather than filling the map.
 BPF_TABLE("lru_hash", struct rq_key, u64, start, 10240);     // issue time, requests in flight
 BPF_TABLE("lru_hash", struct rq_key, u64, inserted, 10240);  // insert time, queued requests
-BPF_HASH(bio_latency, struct io_key, u64, 8192);
-BPF_HASH(bio_queued, struct io_key, u64, 8192);
-BPF_HASH(bio_size, struct io_key, u64, 8192);
+// LRU: devices come and go (loop devices, hot-plugged disks); the keys of one gone for longest
+// make room for a new one's (docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_hash", struct io_key, u64, bio_latency, 8192);
+BPF_TABLE("lru_hash", struct io_key, u64, bio_queued, 8192);
+BPF_TABLE("lru_hash", struct io_key, u64, bio_size, 8192);
 
 // Data-less requests (flushes) trace sector 0 at issue but may trace -1 at completion:
 // key them all at sector 0, so a flush is matched with its own issue.
@@ -53,13 +55,29 @@ static __always_inline u32 size_slot(u64 bytes)
     return bytes <= 1 ? 0 : bpf_log2l(bytes - 1);
 }
 
-// Adds to a histogram slot; false when there is none: its map is full.
-static __always_inline bool add(u64 *slot, u64 value)
+// Adds to a slot of each histogram (the counter idiom of programs/include/bcc_exporter.h).
+static __always_inline void add_latency(struct io_key *key, u64 value)
 {
-    if (!slot)
-        return false;
-    __sync_fetch_and_add(slot, value);  // shared by every CPU
-    return true;
+    u64 zero = 0, *slot = bio_latency.lookup(key);
+    if (!slot && exporter_key_added(bio_latency.insert(key, &zero), EXPORTER_MAP(bio_latency)))
+        slot = bio_latency.lookup(key);
+    exporter_add(slot, value, EXPORTER_MAP(bio_latency));
+}
+
+static __always_inline void add_queued(struct io_key *key, u64 value)
+{
+    u64 zero = 0, *slot = bio_queued.lookup(key);
+    if (!slot && exporter_key_added(bio_queued.insert(key, &zero), EXPORTER_MAP(bio_queued)))
+        slot = bio_queued.lookup(key);
+    exporter_add(slot, value, EXPORTER_MAP(bio_queued));
+}
+
+static __always_inline void add_size(struct io_key *key, u64 value)
+{
+    u64 zero = 0, *slot = bio_size.lookup(key);
+    if (!slot && exporter_key_added(bio_size.insert(key, &zero), EXPORTER_MAP(bio_size)))
+        slot = bio_size.lookup(key);
+    exporter_add(slot, value, EXPORTER_MAP(bio_size));
 }
 
 TRACEPOINT_PROBE(block, block_rq_insert)
@@ -80,25 +98,16 @@ TRACEPOINT_PROBE(block, block_rq_issue)
 
     char op = args->rwbs[0];
     u64 bytes = args->bytes;
-    u64 zero = 0;
-    struct io_key size = io_key(args->dev, op, size_slot(bytes));
-    if (!add(bio_size.lookup_or_try_init(&size, &zero), 1))
-        EXPORTER_UPDATE_FAILED(bio_size);
-    size.slot = SUM_SLOT;
-    if (!add(bio_size.lookup_or_try_init(&size, &zero), bytes))
-        EXPORTER_UPDATE_FAILED(bio_size);
+    struct io_key size = io_key(args->dev, op, 0);
+    EXPORTER_OBSERVE(add_size, &size, size.slot, size_slot(bytes), EXPORTER_SUM_SLOT, bytes);
 
     // Requests the block layer issues directly, without a scheduler, were never inserted.
     u64 *queued = inserted.lookup(&key);
     if (queued) {
         u64 usecs = (ts - *queued) / 1000;
         inserted.delete(&key);
-        struct io_key wait = io_key(args->dev, op, bpf_log2l(usecs));
-        if (!add(bio_queued.lookup_or_try_init(&wait, &zero), 1))
-            EXPORTER_UPDATE_FAILED(bio_queued);
-        wait.slot = SUM_SLOT;
-        if (!add(bio_queued.lookup_or_try_init(&wait, &zero), usecs))
-            EXPORTER_UPDATE_FAILED(bio_queued);
+        struct io_key wait = io_key(args->dev, op, 0);
+        EXPORTER_OBSERVE(add_queued, &wait, wait.slot, bpf_log2l(usecs), EXPORTER_SUM_SLOT, usecs);
     }
     return 0;
 }
@@ -111,12 +120,8 @@ TRACEPOINT_PROBE(block, block_rq_complete)
         return 0;  // issued before we attached
     u64 usecs = (bpf_ktime_get_ns() - *issued) / 1000;
     start.delete(&key);
-    u64 zero = 0;
-    struct io_key latency = io_key(args->dev, args->rwbs[0], bpf_log2l(usecs));
-    if (!add(bio_latency.lookup_or_try_init(&latency, &zero), 1))
-        EXPORTER_UPDATE_FAILED(bio_latency);
-    latency.slot = SUM_SLOT;
-    if (!add(bio_latency.lookup_or_try_init(&latency, &zero), usecs))
-        EXPORTER_UPDATE_FAILED(bio_latency);
+    struct io_key latency = io_key(args->dev, args->rwbs[0], 0);
+    EXPORTER_OBSERVE(add_latency, &latency, latency.slot, bpf_log2l(usecs), EXPORTER_SUM_SLOT,
+                     usecs);
     return 0;
 }

@@ -11,9 +11,7 @@
 //
 // What runs on a CPU is one task at a time, so the slice start is a per-CPU slot (no hash, no
 // entry to go stale). Slices are kept in microseconds as bpf_log2l slots of a per-CPU array,
-// plus their sum under SUM_SLOT (bpf_log2l of a microsecond count stays below 63).
-#define SLOTS 64
-#define SUM_SLOT 63
+// plus their sum under EXPORTER_SLOTS_SUM (EXPORTER_OBSERVE).
 // cflags: ["-DTARGET_PID=1234"] measures that one thread only (tests compare it with the
 // kernel's own account in /proc/PID/schedstat).
 #ifdef TARGET_PID
@@ -28,7 +26,14 @@ struct oncpu {
 };
 
 BPF_PERCPU_ARRAY(running, struct oncpu, 1);
-BPF_PERCPU_ARRAY(oncpu_time, u64, SLOTS);
+BPF_PERCPU_ARRAY(oncpu_time, u64, EXPORTER_SLOTS);
+
+static __always_inline void add(u32 *slot, u64 value)
+{
+    u64 *count = oncpu_time.lookup(slot);
+    if (count)
+        *count += value;  // per-CPU: no other CPU writes this value
+}
 
 RAW_TRACEPOINT_PROBE(sched_switch)
 {
@@ -42,14 +47,8 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     // The idle task is known only when it leaves the CPU (pid 0): its slice is not counted.
     if (cur->since && cur->task == ctx->args[1] && WANTED((u32)bpf_get_current_pid_tgid())) {
         u64 usecs = (now - cur->since) / 1000;
-        u32 slot = bpf_log2l(usecs);
-        u64 *count = oncpu_time.lookup(&slot);
-        if (count)
-            (*count)++;
-        u32 sum_slot = SUM_SLOT;
-        u64 *sum = oncpu_time.lookup(&sum_slot);
-        if (sum)
-            *sum += usecs;
+        u32 slot;
+        EXPORTER_OBSERVE(add, &slot, slot, bpf_log2l(usecs), EXPORTER_SLOTS_SUM, usecs);
     }
 
     cur->task = ctx->args[2];

@@ -16,7 +16,6 @@
 // then, with its own exit(2) code; a thread other than the leader that calls execve takes the
 // leader's place, and the old leader, killed by the kernel, is counted as an exit (signal).
 #define CLONE_THREAD 0x00010000  // include/uapi/linux/sched.h
-#define EEXIST 17                // include/uapi/asm-generic/errno-base.h
 
 enum exit_class {
     EXIT_OK = 0,
@@ -40,30 +39,24 @@ struct exit_key {
     u32 class;
 };
 
-BPF_HASH(execs_total, struct comm_key, u64, 10240);
-BPF_HASH(forks_total, struct fork_key, u64, 10240);
-BPF_HASH(exits_total, struct exit_key, u64, 10240);
+// LRU: comms come and go; a full map makes room for a new comm by evicting the one counted
+// longest ago, rather than never counting new comms (docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_hash", struct comm_key, u64, execs_total, 10240);
+BPF_TABLE("lru_hash", struct fork_key, u64, forks_total, 10240);
+BPF_TABLE("lru_hash", struct exit_key, u64, exits_total, 10240);
 // tgid -> the first exit cause seen. LRU: a cause recorded after its leader is gone (the
 // leader called pthread_exit first) is evicted by newer ones rather than filling the map.
 BPF_TABLE("lru_hash", u32, u32, exit_cause, 10240);
-
-// Adds one to a count; false when there is none: its map is full.
-static __always_inline bool add_one(u64 *count)
-{
-    if (!count)
-        return false;
-    __sync_fetch_and_add(count, 1);  // shared by every CPU
-    return true;
-}
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     struct comm_key key = {};
     // The new program's name: begin_new_exec() has set it before this tracepoint.
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    u64 zero = 0;
-    if (!add_one(execs_total.lookup_or_try_init(&key, &zero)))
-        EXPORTER_UPDATE_FAILED(execs_total);
+    u64 zero = 0, *count = execs_total.lookup(&key);
+    if (!count && exporter_key_added(execs_total.insert(&key, &zero), EXPORTER_MAP(execs_total)))
+        count = execs_total.lookup(&key);
+    exporter_add(count, 1, EXPORTER_MAP(execs_total));
     return 0;
 }
 
@@ -73,9 +66,10 @@ TRACEPOINT_PROBE(task, task_newtask)
     struct fork_key key = {};
     bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->comm);
     key.thread = (args->clone_flags & CLONE_THREAD) ? 1 : 0;
-    u64 zero = 0;
-    if (!add_one(forks_total.lookup_or_try_init(&key, &zero)))
-        EXPORTER_UPDATE_FAILED(forks_total);
+    u64 zero = 0, *count = forks_total.lookup(&key);
+    if (!count && exporter_key_added(forks_total.insert(&key, &zero), EXPORTER_MAP(forks_total)))
+        count = forks_total.lookup(&key);
+    exporter_add(count, 1, EXPORTER_MAP(forks_total));
     if (!key.thread) {
         u32 tgid = args->pid;  // a new process: forget a cause left by an earlier one
         exit_cause.delete(&tgid);
@@ -132,7 +126,7 @@ TRACEPOINT_PROBE(signal, signal_deliver)
     u32 class = (bit & COREDUMP) ? EXIT_CORE : EXIT_SIGNAL;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     long err = exit_cause.insert(&tgid, &class);
-    if (err && err != -EEXIST)  // a cause already seen is kept: not a failure
+    if (err && err != -EXPORTER_EEXIST)  // a cause already seen is kept: not a failure
         EXPORTER_UPDATE_FAILED(exit_cause);
     return 0;
 }
@@ -148,8 +142,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 *cause = exit_cause.lookup(&tgid);
     key.class = cause ? *cause : EXIT_OTHER;
     exit_cause.delete(&tgid);
-    u64 zero = 0;
-    if (!add_one(exits_total.lookup_or_try_init(&key, &zero)))
-        EXPORTER_UPDATE_FAILED(exits_total);
+    u64 zero = 0, *count = exits_total.lookup(&key);
+    if (!count && exporter_key_added(exits_total.insert(&key, &zero), EXPORTER_MAP(exits_total)))
+        count = exits_total.lookup(&key);
+    exporter_add(count, 1, EXPORTER_MAP(exits_total));
     return 0;
 }

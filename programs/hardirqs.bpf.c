@@ -8,8 +8,7 @@
 //
 // Handlers run with interrupts off and do not nest, so the entry time and name are one
 // per-CPU slot. Durations are kept in nanoseconds (handlers take about a microsecond) as
-// bpf_log2l slots per name, plus the sum per name under SUM_SLOT.
-#define SUM_SLOT 255  // no log2 slot of a u64 reaches it
+// bpf_log2l slots per name, plus the sum per name under EXPORTER_SUM_SLOT.
 #define NAME_LEN 32   // as hardirqs; longer names are cut
 #define MAX_KEYS 4096 // handler names x slots in use
 
@@ -27,8 +26,17 @@ struct irq_key {
 
 BPF_PERCPU_ARRAY(entered, struct entered, 1);
 // Not per-CPU: names are many on big machines (a queue per CPU), and each mostly
-// interrupts one CPU, so atomic adds rarely contend.
-BPF_HASH(hardirq_time, struct irq_key, u64, MAX_KEYS);
+// interrupts one CPU, so atomic adds rarely contend. LRU: handler names come and go with
+// devices (a NIC's queues, hot-plugged devices; docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_hash", struct irq_key, u64, hardirq_time, MAX_KEYS);
+
+static __always_inline void add(struct irq_key *key, u64 value)
+{
+    u64 zero = 0, *slot = hardirq_time.lookup(key);
+    if (!slot && exporter_key_added(hardirq_time.insert(key, &zero), EXPORTER_MAP(hardirq_time)))
+        slot = hardirq_time.lookup(key);
+    exporter_add(slot, value, EXPORTER_MAP(hardirq_time));
+}
 
 TRACEPOINT_PROBE(irq, irq_handler_entry)
 {
@@ -56,17 +64,6 @@ TRACEPOINT_PROBE(irq, irq_handler_exit)
 
     struct irq_key key = {};
     __builtin_memcpy(key.name, e->name, sizeof(key.name));
-    key.slot = bpf_log2l(nsecs);
-    u64 init = 0, *count = hardirq_time.lookup_or_try_init(&key, &init);
-    if (count)
-        __sync_fetch_and_add(count, 1);
-    else
-        EXPORTER_UPDATE_FAILED(hardirq_time);
-    key.slot = SUM_SLOT;
-    u64 *sum = hardirq_time.lookup_or_try_init(&key, &init);
-    if (sum)
-        __sync_fetch_and_add(sum, nsecs);
-    else
-        EXPORTER_UPDATE_FAILED(hardirq_time);
+    EXPORTER_OBSERVE(add, &key, key.slot, bpf_log2l(nsecs), EXPORTER_SUM_SLOT, nsecs);
     return 0;
 }

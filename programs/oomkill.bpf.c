@@ -9,16 +9,17 @@ struct victim_key {
     char comm[16];  // TASK_COMM_LEN
 };
 
-BPF_HASH(oom_kills_total, struct victim_key, u64, 1024);
+// LRU: victims' comms come and go (docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_hash", struct victim_key, u64, oom_kills_total, 1024);
 
 TRACEPOINT_PROBE(oom, mark_victim)
 {
     struct victim_key key = {};
     TP_DATA_LOC_READ_STR(&key.comm, comm, sizeof(key.comm));
-    u64 zero = 0, *count = oom_kills_total.lookup_or_try_init(&key, &zero);
-    if (count)
-        __sync_fetch_and_add(count, 1);
-    else
-        EXPORTER_UPDATE_FAILED(oom_kills_total);
+    u64 zero = 0, *count = oom_kills_total.lookup(&key);
+    if (!count &&
+        exporter_key_added(oom_kills_total.insert(&key, &zero), EXPORTER_MAP(oom_kills_total)))
+        count = oom_kills_total.lookup(&key);
+    exporter_add(count, 1, EXPORTER_MAP(oom_kills_total));
     return 0;
 }

@@ -11,7 +11,7 @@
 
 #define MAX_ERRNO 4095  // include/linux/err.h: return values -4095..-1 are errors
 #ifndef MAX_KEYS
-#define MAX_KEYS 10240  // comm x result pairs; cflags ["-DMAX_KEYS=4"] fill it in tests
+#define MAX_KEYS 10240  // comm x result pairs; cflags ["-DMAX_KEYS=4"] churn it in tests
 #endif
 
 struct opens_key {
@@ -19,7 +19,10 @@ struct opens_key {
     s32 err;        // 0 for success, else the positive errno
 };
 
-BPF_HASH(opens_total, struct opens_key, u64, MAX_KEYS);
+// LRU: comms come and go (every short-lived process may bring its own); when the map is full,
+// the key of the comm that opened nothing for longest makes room for a new one, rather than
+// the new comm never being counted (docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_hash", struct opens_key, u64, opens_total, MAX_KEYS);
 
 int count_open(struct tracepoint__syscalls__sys_exit_openat *args)
 {
@@ -38,10 +41,9 @@ int count_open(struct tracepoint__syscalls__sys_exit_openat *args)
     long ret = args->ret;
     if (ret < 0 && ret >= -MAX_ERRNO)
         key.err = -ret;
-    u64 zero = 0, *count = opens_total.lookup_or_try_init(&key, &zero);
-    if (count)
-        __sync_fetch_and_add(count, 1);  // shared by every CPU
-    else
-        EXPORTER_UPDATE_FAILED(opens_total);  // full: this open is lost, and counted
+    u64 zero = 0, *count = opens_total.lookup(&key);
+    if (!count && exporter_key_added(opens_total.insert(&key, &zero), EXPORTER_MAP(opens_total)))
+        count = opens_total.lookup(&key);
+    exporter_add(count, 1, EXPORTER_MAP(opens_total));
     return 0;
 }

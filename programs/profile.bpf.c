@@ -9,7 +9,9 @@ struct comm_key {
     char comm[16];  // TASK_COMM_LEN
 };
 
-BPF_PERCPU_HASH(cpu_samples, struct comm_key, u64, 10240);
+// LRU: comms come and go (docs/operations.md, Keys that come and go). Per-CPU: each CPU's
+// samples are its own, no atomics.
+BPF_TABLE("lru_percpu_hash", struct comm_key, u64, cpu_samples, 10240);
 
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
@@ -17,12 +19,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
         return 0;  // the idle task (swapper/N)
     struct comm_key key = {};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    u64 zero = 0;
-    // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    u64 *count = cpu_samples.lookup_or_try_init(&key, &zero);
-    if (count)
-        *count += 1;  // per-CPU: no other CPU writes this value
-    else
-        EXPORTER_UPDATE_FAILED(cpu_samples);
+    u64 zero = 0, *count = cpu_samples.lookup(&key);
+    if (!count && exporter_key_added(cpu_samples.insert(&key, &zero), EXPORTER_MAP(cpu_samples)))
+        count = cpu_samples.lookup(&key);
+    exporter_add_percpu(count, 1, EXPORTER_MAP(cpu_samples));
     return 0;
 }

@@ -7,7 +7,8 @@ struct comm_key {
     char comm[16];  // TASK_COMM_LEN
 };
 
-BPF_HASH(readline_lines, struct comm_key, u64, 1024);
+// LRU: shells' comms come and go (docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_hash", struct comm_key, u64, readline_lines, 1024);
 
 int on_readline_return(struct pt_regs *ctx)
 {
@@ -15,10 +16,10 @@ int on_readline_return(struct pt_regs *ctx)
         return 0;  // NULL: end of input (Ctrl-D), no line
     struct comm_key key = {};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    u64 zero = 0, *count = readline_lines.lookup_or_try_init(&key, &zero);
-    if (count)
-        __sync_fetch_and_add(count, 1);
-    else
-        EXPORTER_UPDATE_FAILED(readline_lines);
+    u64 zero = 0, *count = readline_lines.lookup(&key);
+    if (!count &&
+        exporter_key_added(readline_lines.insert(&key, &zero), EXPORTER_MAP(readline_lines)))
+        count = readline_lines.lookup(&key);
+    exporter_add(count, 1, EXPORTER_MAP(readline_lines));
     return 0;
 }

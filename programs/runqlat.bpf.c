@@ -8,9 +8,7 @@
 // latencies are missing, counted in the program's recursion_misses.
 //
 // Latency is kept in microseconds as bpf_log2l slots of a per-CPU array, plus their sum under
-// SUM_SLOT: bpf_log2l of a microsecond count stays below 63 (2^62 us is 146,000 years).
-#define SLOTS 64
-#define SUM_SLOT 63
+// EXPORTER_SLOTS_SUM (EXPORTER_OBSERVE).
 #define MAX_QUEUED 10240  // tasks runnable at once, not yet on a CPU
 // prev_state is the reported state: 0 for "R", bit TASK_REPORT_MAX set for a preempted
 // task ("R+"), a state bit below it ("S", "D", ...) for a task that blocks. Linux >= 4.14.
@@ -26,7 +24,14 @@
 // An LRU hash: entries of tasks whose next event we miss (a wakeup while another BPF program
 // runs on that CPU is dropped by the kernel: recursion_misses) cannot fill the map for good.
 BPF_TABLE("lru_hash", u32, u64, queued_at, MAX_QUEUED);
-BPF_PERCPU_ARRAY(runq_latency, u64, SLOTS);
+BPF_PERCPU_ARRAY(runq_latency, u64, EXPORTER_SLOTS);
+
+static __always_inline void add(u32 *slot, u64 value)
+{
+    u64 *count = runq_latency.lookup(slot);
+    if (count)
+        *count += value;  // per-CPU: no other CPU writes this value
+}
 
 static __always_inline void enqueue(u32 pid)
 {
@@ -68,13 +73,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     u64 usecs = (bpf_ktime_get_ns() - *queued) / 1000;
     queued_at.delete(&pid);
 
-    u32 slot = bpf_log2l(usecs);
-    u64 *count = runq_latency.lookup(&slot);
-    if (count)
-        (*count)++;
-    u32 sum_slot = SUM_SLOT;
-    u64 *sum = runq_latency.lookup(&sum_slot);
-    if (sum)
-        *sum += usecs;
+    u32 slot;
+    EXPORTER_OBSERVE(add, &slot, slot, bpf_log2l(usecs), EXPORTER_SLOTS_SUM, usecs);
     return 0;
 }

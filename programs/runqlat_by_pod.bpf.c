@@ -22,8 +22,9 @@
 // last switch was missed.
 //
 // The namespace, pod and container labels all decode the one cgroup id (labels' `offset: 0`).
-// Latency in microseconds as bpf_log2l slots, plus the sum under SUM_SLOT, per cgroup.
-#define SUM_SLOT 63
+// Latency in microseconds as bpf_log2l slots, plus the sum under EXPORTER_SLOTS_SUM, per
+// cgroup: 64 slots, so that a removed cgroup's keys are deleted in 64 deletes
+// (cgroup:cgroup_rmdir below).
 #define MAX_TASKS 10240  // tasks alive at once that were ever queued
 // (cgroups whose tasks wait) x (slots each fills, ~15): ~110 pods, node services.
 #define MAX_KEYS 16384
@@ -43,8 +44,11 @@ struct pod_latency_key {
 
 BPF_TABLE("lru_hash", u64, u64, queued_at, MAX_TASKS);
 BPF_PERCPU_ARRAY(pending_latency, struct pending_t, 1);
-// Per-CPU: a pod's tasks waking on every CPU cost no atomics.
-BPF_PERCPU_HASH(pod_runq_latency, struct pod_latency_key, u64, MAX_KEYS);
+// Per-CPU: a pod's tasks waking on every CPU cost no atomics. Pods come and go: a removed
+// cgroup's keys are deleted with it, and LRU for those whose removal was missed (classic
+// tracepoint events can be dropped) or that are not deleted (the node's own services
+// restarting under new cgroups are removed too; docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_percpu_hash", struct pod_latency_key, u64, pod_runq_latency, MAX_KEYS);
 
 static __always_inline void enqueue(u64 task, u64 now)
 {
@@ -57,13 +61,11 @@ static __always_inline void enqueue(u64 task, u64 now)
 
 static __always_inline void add(struct pod_latency_key *key, u64 value)
 {
-    // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    u64 zero = 0;
-    u64 *slot = pod_runq_latency.lookup_or_try_init(key, &zero);
-    if (slot)
-        *slot += value;
-    else
-        EXPORTER_UPDATE_FAILED(pod_runq_latency);
+    u64 zero = 0, *slot = pod_runq_latency.lookup(key);
+    if (!slot &&
+        exporter_key_added(pod_runq_latency.insert(key, &zero), EXPORTER_MAP(pod_runq_latency)))
+        slot = pod_runq_latency.lookup(key);
+    exporter_add_percpu(slot, value, EXPORTER_MAP(pod_runq_latency));
 }
 
 // Count the wait of the task leaving this CPU, in its own context (current == prev).
@@ -71,11 +73,9 @@ static __always_inline void count_pending(struct pending_t *pending, u64 prev)
 {
     if (pending->task == 0 || pending->task != prev)
         return;
-    u64 cgroup = bpf_get_current_cgroup_id();
-    struct pod_latency_key key = {cgroup, bpf_log2l(pending->usecs)};
-    add(&key, 1);
-    key.slot = SUM_SLOT;
-    add(&key, pending->usecs);
+    struct pod_latency_key key = {.cgroup = bpf_get_current_cgroup_id()};
+    u64 usecs = pending->usecs;
+    EXPORTER_OBSERVE(add, &key, key.slot, bpf_log2l(usecs), EXPORTER_SLOTS_SUM, usecs);
 }
 
 RAW_TRACEPOINT_PROBE(sched_wakeup)
@@ -122,5 +122,20 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     pending->usecs = (now - *queued) / 1000;
     pending->task = next;
     *queued = 0;
+    return 0;
+}
+
+// A cgroup removed: its keys go with it (EXPORTER_CGROUP2_HIERARCHY in the prelude says why
+// only v2's). No task can wait in a removed cgroup: no key of it comes back.
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
+{
+    if (args->root != EXPORTER_CGROUP2_HIERARCHY)
+        return 0;
+    struct pod_latency_key key = {.cgroup = args->id};
+#pragma clang loop unroll(disable)
+    for (u32 slot = 0; slot < EXPORTER_SLOTS; slot++) {
+        key.slot = slot;
+        pod_runq_latency.delete(&key);
+    }
     return 0;
 }

@@ -6,8 +6,7 @@
 //
 // Softirqs do not nest on a CPU, so the entry time is one per-CPU slot. Durations are kept in
 // nanoseconds (most softirqs take a few microseconds) as bpf_log2l slots per vector, plus the
-// sum per vector under SUM_SLOT.
-#define SUM_SLOT 255  // no log2 slot of a u64 reaches it
+// sum per vector under EXPORTER_SUM_SLOT.
 #define MAX_VECS 16   // NR_SOFTIRQS is 10
 
 struct entered {
@@ -22,8 +21,17 @@ struct softirq_key {
 };
 
 BPF_PERCPU_ARRAY(entered, struct entered, 1);
-// Per-CPU: timer, rcu and sched softirqs run on every CPU at once, on the same keys.
+// Per-CPU: timer, rcu and sched softirqs run on every CPU at once, on the same keys. A plain
+// hash: the vectors are fixed, their keys never come and go.
 BPF_PERCPU_HASH(softirq_time, struct softirq_key, u64, MAX_VECS * 66);
+
+static __always_inline void add(struct softirq_key *key, u64 value)
+{
+    u64 zero = 0, *slot = softirq_time.lookup(key);
+    if (!slot && exporter_key_added(softirq_time.insert(key, &zero), EXPORTER_MAP(softirq_time)))
+        slot = softirq_time.lookup(key);
+    exporter_add_percpu(slot, value, EXPORTER_MAP(softirq_time));
+}
 
 RAW_TRACEPOINT_PROBE(softirq_entry)
 {
@@ -51,19 +59,7 @@ RAW_TRACEPOINT_PROBE(softirq_exit)
         return 0;
     u64 nsecs = bpf_ktime_get_ns() - ts;
 
-    // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    u64 init = 0;
-    struct softirq_key key = {.vec = vec, .slot = bpf_log2l(nsecs)};
-    u64 *count = softirq_time.lookup_or_try_init(&key, &init);
-    if (count)
-        (*count)++;
-    else
-        EXPORTER_UPDATE_FAILED(softirq_time);
-    key.slot = SUM_SLOT;
-    u64 *sum = softirq_time.lookup_or_try_init(&key, &init);
-    if (sum)
-        *sum += nsecs;
-    else
-        EXPORTER_UPDATE_FAILED(softirq_time);
+    struct softirq_key key = {.vec = vec};
+    EXPORTER_OBSERVE(add, &key, key.slot, bpf_log2l(nsecs), EXPORTER_SUM_SLOT, nsecs);
     return 0;
 }

@@ -16,7 +16,8 @@ struct error_key {
 };
 
 // Per-CPU: a hot failure (EAGAIN of non-blocking reads on every CPU) costs no atomics.
-// A few hundred (syscall, errno) pairs occur in practice.
+// A few hundred (syscall, errno) pairs occur in practice, and they do not come and go with
+// processes: a plain hash, whose keys stay.
 BPF_PERCPU_HASH(syscall_errors_total, struct error_key, u64, 4096);
 
 TRACEPOINT_PROBE(raw_syscalls, sys_exit)
@@ -28,12 +29,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     if (id < 0 || id >= MAX_SYSCALLS)
         return 0;
     struct error_key key = {.nr = id, .err = -ret};
-    // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    u64 zero = 0;
-    u64 *count = syscall_errors_total.lookup_or_try_init(&key, &zero);
-    if (count)
-        (*count)++;
-    else
-        EXPORTER_UPDATE_FAILED(syscall_errors_total);
+    u64 zero = 0, *count = syscall_errors_total.lookup(&key);
+    if (!count && exporter_key_added(syscall_errors_total.insert(&key, &zero),
+                                     EXPORTER_MAP(syscall_errors_total)))
+        count = syscall_errors_total.lookup(&key);
+    exporter_add_percpu(count, 1, EXPORTER_MAP(syscall_errors_total));
     return 0;
 }

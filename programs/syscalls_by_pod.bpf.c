@@ -16,8 +16,10 @@ struct pod_syscall_key {
     u32 pad;
 };
 
-// Per-CPU: a pod making the same syscall on every CPU costs no atomics.
-BPF_PERCPU_HASH(pod_syscalls_total, struct pod_syscall_key, u64, MAX_KEYS);
+// Per-CPU: a pod making the same syscall on every CPU costs no atomics. Pods come and go: a
+// removed cgroup's keys are deleted with it, and LRU for those whose removal was missed
+// (classic tracepoint events can be dropped; docs/operations.md, Keys that come and go).
+BPF_TABLE("lru_percpu_hash", struct pod_syscall_key, u64, pod_syscalls_total, MAX_KEYS);
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
@@ -27,12 +29,26 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
     u64 cgroup = bpf_get_current_cgroup_id();
     struct pod_syscall_key key = {cgroup, id};
-    // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    u64 zero = 0;
-    u64 *count = pod_syscalls_total.lookup_or_try_init(&key, &zero);
-    if (count)
-        (*count)++;
-    else
-        EXPORTER_UPDATE_FAILED(pod_syscalls_total);
+    u64 zero = 0, *count = pod_syscalls_total.lookup(&key);
+    if (!count && exporter_key_added(pod_syscalls_total.insert(&key, &zero),
+                                     EXPORTER_MAP(pod_syscalls_total)))
+        count = pod_syscalls_total.lookup(&key);
+    exporter_add_percpu(count, 1, EXPORTER_MAP(pod_syscalls_total));
+    return 0;
+}
+
+// A cgroup removed: its keys go with it, one delete per syscall number (52 us a removal here;
+// EXPORTER_CGROUP2_HIERARCHY in the prelude says why only v2's). No task makes syscalls in a
+// removed cgroup: no key of it comes back.
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
+{
+    if (args->root != EXPORTER_CGROUP2_HIERARCHY)
+        return 0;
+    struct pod_syscall_key key = {.cgroup = args->id};
+#pragma clang loop unroll(disable)
+    for (u32 nr = 0; nr < MAX_SYSCALLS; nr++) {
+        key.nr = nr;
+        pod_syscalls_total.delete(&key);
+    }
     return 0;
 }

@@ -1,12 +1,11 @@
 // Syscall latency by syscall (syscount -L as a histogram): time from raw_syscalls:sys_enter
 // to raw_syscalls:sys_exit of the same thread, in nanoseconds as bpf_log2l slots, plus the sum
-// per syscall under SUM_SLOT.
+// per syscall under EXPORTER_SUM_SLOT.
 //
 // Its own program, apart from `syscalls`, because it is not cheap: every syscall pays a hash
 // update at entry and a lookup, a delete and a histogram update at exit (~0.2 us per syscall
 // measured, more than a cheap syscall itself), where `syscalls` pays one array slot.
 #define MAX_SYSCALLS 1024
-#define SUM_SLOT 255  // no log2 slot of a u64 reaches it
 
 struct start_t {
     u64 ts;
@@ -23,7 +22,8 @@ struct latency_key {
 // back (exit, exit_group, a thread replaced by a multi-threaded exec) are evicted by newer ones
 // instead of filling the map.
 BPF_TABLE("lru_hash", u32, struct start_t, syscall_start, 16384);
-// Per-CPU: the hot keys (futex, read in the same slot on every CPU) cost no atomics.
+// Per-CPU: the hot keys (futex, read in the same slot on every CPU) cost no atomics. A plain
+// hash: syscalls are a fixed set, their keys never come and go.
 BPF_PERCPU_HASH(syscall_latency, struct latency_key, u64, 8192);
 
 RAW_TRACEPOINT_PROBE(sys_enter)
@@ -41,13 +41,11 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 
 static __always_inline void add(struct latency_key *key, u64 value)
 {
-    // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    u64 zero = 0;
-    u64 *slot = syscall_latency.lookup_or_try_init(key, &zero);
-    if (slot)
-        *slot += value;
-    else
-        EXPORTER_UPDATE_FAILED(syscall_latency);
+    u64 zero = 0, *slot = syscall_latency.lookup(key);
+    if (!slot &&
+        exporter_key_added(syscall_latency.insert(key, &zero), EXPORTER_MAP(syscall_latency)))
+        slot = syscall_latency.lookup(key);
+    exporter_add_percpu(slot, value, EXPORTER_MAP(syscall_latency));
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit)
@@ -59,10 +57,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     if (!start)
         return 0;  // entered before we attached
     u64 ns = bpf_ktime_get_ns() - start->ts;
-    struct latency_key key = {.nr = start->nr, .slot = bpf_log2l(ns)};
+    struct latency_key key = {.nr = start->nr};
     syscall_start.delete(&tid);
-    add(&key, 1);
-    key.slot = SUM_SLOT;
-    add(&key, ns);
+    EXPORTER_OBSERVE(add, &key, key.slot, bpf_log2l(ns), EXPORTER_SUM_SLOT, ns);
     return 0;
 }

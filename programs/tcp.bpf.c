@@ -1,7 +1,6 @@
 // TCP from its tracepoints' own arguments: state transitions (tcpstates), connection lifetimes
 // (tcplife), retransmits (tcpretrans) and resets. The socket address (skaddr) is used only as an
 // opaque key, never dereferenced; no address or port is kept, so labels stay bounded.
-#define SUM_SLOT 255  // no log2 slot of a u64 reaches it
 
 #define PROTO_TCP 6    // IPPROTO_TCP
 #define EEXIST 17      // include/uapi/asm-generic/errno-base.h
@@ -32,7 +31,7 @@ struct lifetime_key {
     u32 slot;
 };
 
-// At most 2 families x 16 x 16 keys: it cannot fill.
+// At most 2 families x 16 x 16 keys: it cannot fill, and keys never come and go.
 BPF_PERCPU_HASH(tcp_transitions, struct transition_key, u64, 512);
 BPF_PERCPU_HASH(tcp_lifetime, struct lifetime_key, u64, 128);
 // When each connection started, by socket address. LRU: when more connections are open than
@@ -54,6 +53,24 @@ static __always_inline bool add(u64 *count, u64 value)
     return true;
 }
 
+// The counter idiom of programs/include/bcc_exporter.h, for each hash.
+static __always_inline void add_transition(struct transition_key *key)
+{
+    u64 zero = 0, *count = tcp_transitions.lookup(key);
+    if (!count &&
+        exporter_key_added(tcp_transitions.insert(key, &zero), EXPORTER_MAP(tcp_transitions)))
+        count = tcp_transitions.lookup(key);
+    exporter_add_percpu(count, 1, EXPORTER_MAP(tcp_transitions));
+}
+
+static __always_inline void add_lifetime(struct lifetime_key *key, u64 value)
+{
+    u64 zero = 0, *slot = tcp_lifetime.lookup(key);
+    if (!slot && exporter_key_added(tcp_lifetime.insert(key, &zero), EXPORTER_MAP(tcp_lifetime)))
+        slot = tcp_lifetime.lookup(key);
+    exporter_add_percpu(slot, value, EXPORTER_MAP(tcp_lifetime));
+}
+
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
     if (args->protocol != PROTO_TCP)
@@ -61,11 +78,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     int from = args->oldstate, to = args->newstate;
     if (from < 0 || from >= STATES || to < 0 || to >= STATES)
         return 0;
-    u64 zero = 0;
     struct transition_key transition = {.family = args->family, .from = from, .to = to};
-    // Not .increment(): in bcc 0.26 it silently does nothing on a BPF_PERCPU_HASH.
-    if (!add(tcp_transitions.lookup_or_try_init(&transition, &zero), 1))
-        EXPORTER_UPDATE_FAILED(tcp_transitions);
+    add_transition(&transition);
 
     u64 sk = (u64)args->skaddr;
     u64 now = bpf_ktime_get_ns();
@@ -86,12 +100,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
             return 0;  // never connected (a listener), or started before we attached
         u64 usecs = (now - *start) / 1000;
         birth.delete(&sk);
-        struct lifetime_key key = {.family = args->family, .slot = bpf_log2l(usecs)};
-        if (!add(tcp_lifetime.lookup_or_try_init(&key, &zero), 1))
-            EXPORTER_UPDATE_FAILED(tcp_lifetime);
-        key.slot = SUM_SLOT;
-        if (!add(tcp_lifetime.lookup_or_try_init(&key, &zero), usecs))
-            EXPORTER_UPDATE_FAILED(tcp_lifetime);
+        struct lifetime_key key = {.family = args->family};
+        EXPORTER_OBSERVE(add_lifetime, &key, key.slot, bpf_log2l(usecs), EXPORTER_SUM_SLOT, usecs);
     }
     return 0;
 }

@@ -1,4 +1,5 @@
-"""The ASGI app: /metrics, /, /healthz and /-/reload, and the Guard in front of it.
+"""The ASGI app: /metrics, /, /-/healthy (alias /healthz), /-/ready and /-/reload, and the
+Guard in front of it.
 
 Collection reads BPF maps and decodes keys: it runs in a thread so the event loop keeps
 answering other requests (health checks, concurrent scrapes) meanwhile. Concurrent scrapes
@@ -27,8 +28,9 @@ from prometheus_client.exposition import choose_encoder
 from .. import memory
 from ..metrics import exposition
 from ..metrics.self_metrics import ExporterCollector, ScrapeDurations
+from ..status import unready
 from .basic_auth import BasicAuth, Verdict
-from .web_config import OPEN_PATHS
+from .web_config import HEALTH_PATHS, OPEN_PATHS, READY_PATH
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -204,7 +206,7 @@ class App:
             # RFC 9112 3.2: a server MUST answer 400 (h11 did; llhttp does not check).
             await _respond(send, 400, b"missing Host header\n", "text/plain")
             return
-        if path in (self.telemetry_path, "/", "/healthz") and method not in ("GET", "HEAD"):
+        if path in (self.telemetry_path, "/", *OPEN_PATHS) and method not in ("GET", "HEAD"):
             await _respond(
                 send, 405, b"method not allowed\n", "text/plain", [("allow", "GET, HEAD")]
             )
@@ -216,8 +218,15 @@ class App:
             else:  # rendering takes about as long as collecting
                 body, content_type, extra = await asyncio.to_thread(scrape.body, accept, encoding)
             await _respond(send, 200, body, content_type, extra, head=method == "HEAD")
-        elif path == "/healthz":
+        elif path in HEALTH_PATHS:  # serving: healthy (Prometheus' /-/healthy)
             await _respond(send, 200, b"ok\n", "text/plain", head=method == "HEAD")
+        elif path == READY_PATH:
+            why = unready(self.exporter.started, self.exporter.status)
+            if why:
+                body = "".join(f"not ready: {reason}\n" for reason in why).encode()
+                await _respond(send, 503, body, "text/plain", head=method == "HEAD")
+            else:
+                await _respond(send, 200, b"ready\n", "text/plain", head=method == "HEAD")
         elif path == "/-/reload":
             await self._reload(method, send)
         elif path == "/":

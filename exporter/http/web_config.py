@@ -53,8 +53,12 @@ EXTRA_HEADERS: dict[str, tuple[str, ...]] = {
 }
 BCRYPT_HASH = re.compile(r"\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}")
 # Paths that answer without basic auth: Kubernetes probes cannot carry a password short of
-# writing it into the pod spec, and "ok" tells nobody anything. TLS still applies to them.
-OPEN_PATHS = frozenset({"/healthz"})
+# writing it into the pod spec, and "ok" tells nobody anything (/-/ready's 503 names the
+# programs that failed, as the unauthenticated landing page of Prometheus' own does not; the
+# names are the config's, shown by /metrics too). TLS still applies to them.
+HEALTH_PATHS = ("/-/healthy", "/healthz")  # /healthz: the alias kept from before
+READY_PATH = "/-/ready"
+OPEN_PATHS = frozenset({*HEALTH_PATHS, READY_PATH})
 
 
 def _bcrypt_hash(value: str) -> str:

@@ -1,8 +1,9 @@
-"""The C prelude every program is compiled with: in-kernel counts of failed map updates.
+"""The C prelude every program is compiled with: the shared BPF idioms, with their in-kernel
+counts of failed map updates and of keys added.
 
-programs/include/bcc_exporter.h says how a program counts a failed update and why it is
-shaped so; this module puts the header before a program's code and names the maps the program
-counts, so that their series exist (at 0) before the first failure.
+programs/include/bcc_exporter.h says what the idioms are and why they are shaped so; this
+module puts the header before a program's code and names the maps the program counts, so that
+their series exist (at 0) before the first failure.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from pathlib import Path
 HEADER = Path(
     str(resources.files("exporter") / "builtin" / "programs" / "include" / "bcc_exporter.h")
 ).resolve()
-# The per-CPU hash the header declares: map name (NUL-padded) -> failed updates.
+# The per-CPU hashes the header declares: map name (NUL-padded) -> failed updates, and -> keys
+# its counter idiom added.
 FAILURES_MAP = "exporter_update_failures"
+ADDED_MAP = "exporter_keys_added"
 # BCC's name for the program text it compiles: diagnostics keep naming it and its own lines.
 MAIN_FILE = "/virtual/main.c"
-MACRO = "EXPORTER_UPDATE_FAILED"
-_COUNTED = re.compile(r"\b" + MACRO + r"\s*\(\s*([A-Za-z_]\w*)\s*\)")
+# The macros that name a map whose updates are counted.
+MACROS = ("EXPORTER_UPDATE_FAILED", "EXPORTER_MAP")
+_COUNTED = re.compile(r"\b(?:" + "|".join(MACROS) + r")\s*\(\s*([A-Za-z_]\w*)\s*\)")
 
 
 @cache

@@ -41,7 +41,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from ..config.models import Counter
-from .labels import CACHE_LIMIT
+from .labels import CACHE_LIMIT, PRUNE_SLACK
 
 Labels: TypeAlias = tuple[str, ...]
 # A histogram series: cumulative (le, count) pairs ending with +Inf, and the sum (None: none).
@@ -82,6 +82,17 @@ class SeriesText:
         self._le_at = sum(1 for name in self.names if name < "le")
         self._text: dict[Labels, str] = {}
         self._bucket: dict[Labels, tuple[str, str]] = {}
+
+    def keep(self, series: Sequence[tuple[Labels, Any]]) -> None:
+        """Keep only the texts of these series (the metric's now) once the cache holds more
+        than twice as many: series of keys gone from the map (ended processes, removed pods)
+        would stay until CACHE_LIMIT. Each pruning costs a pass over the live series, and
+        happens only after as many series again have come and gone. The dicts are replaced,
+        not changed: a render reading the old ones meanwhile is not disturbed."""
+        if max(len(self._text), len(self._bucket)) <= 2 * len(series) + PRUNE_SLACK:
+            return
+        self._text = {k: self._text[k] for k, _ in series if k in self._text}
+        self._bucket = {k: self._bucket[k] for k, _ in series if k in self._bucket}
 
     def _pairs(self, values: Labels) -> list[str]:
         return [f'{self.names[i]}="{_escape(values[i])}"' for i in self._order]

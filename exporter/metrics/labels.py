@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 # Decoded-label cache entries per metric before it starts over (recycled ids would grow it).
 CACHE_LIMIT = 200_000
+# A cache holding more than twice the keys a collection read, plus this, holds mostly keys
+# gone from the map (processes, pods that ended): it is pruned to the live ones.
+PRUNE_SLACK = 1024
 # How long a label a decoder could not resolve yet (Unresolved) is shown before asking again.
 UNRESOLVED_SECONDS = 30.0
 # How final a decoding is: cached for good, shown until UNRESOLVED_SECONDS, or not cached.
@@ -68,7 +71,26 @@ class LabelDecoder:
         self.span = span
         self.errors = 0
         self._cache: dict[bytes, tuple[str, ...] | None] = {}
+        # While a collection prunes: the cache before it, whose entries move back to _cache
+        # as their keys are met; what is left at its end is of keys gone (see begin()).
+        self._old: dict[bytes, tuple[str, ...] | None] = {}
         self._unresolved: dict[bytes, tuple[float, tuple[str, ...]]] = {}
+
+    def begin(self, live: int) -> None:
+        """A collection of the map starts; the one before read `live` keys. Keys gone from the
+        map (ended processes, removed cgroups) would stay cached until CACHE_LIMIT: when the
+        cache holds more than twice the live keys, this collection keeps only the keys it
+        meets. Amortized: each pruning costs one move per live key, and happens only after
+        as many keys again have come and gone."""
+        if not self._old and len(self._cache) > 2 * live + PRUNE_SLACK:
+            self._old, self._cache = self._cache, {}
+
+    def end(self) -> None:
+        """The collection read the whole map: what it did not meet is gone."""
+        self._old = {}
+        if len(self._unresolved) > PRUNE_SLACK:  # asked again once due anyway: drop the due
+            now = time.monotonic()
+            self._unresolved = {k: v for k, v in self._unresolved.items() if v[0] > now}
 
     def __call__(self, raw: bytes, remember: bool = True) -> tuple[str, ...] | None:
         """The label values, or None when a decoder drops the series or cannot decode it.
@@ -80,6 +102,9 @@ class LabelDecoder:
             return self._cache[prefix]
         except KeyError:
             pass
+        if prefix in self._old:
+            result = self._cache[prefix] = self._old.pop(prefix)
+            return result
         retry_at = self._unresolved.get(prefix)
         if retry_at is not None and time.monotonic() < retry_at[0]:
             return retry_at[1]

@@ -17,6 +17,7 @@ from ..decoders import SkipSeries
 from ..errors import LoadError
 from ..loader import LoadedProgram
 from .events import EventCounter
+from .evictions import Evictions
 from .exposition import Family, HistogramValue, SeriesText, counter_type
 from .histogram import Buckets
 from .labels import Field, LabelDecoder, is_cpu_label, layout
@@ -24,9 +25,44 @@ from .labels import Field, LabelDecoder, is_cpu_label, layout
 log = logging.getLogger(__name__)
 
 # Series one metric may export; past it, series are dropped and counted (--metrics.max-series).
-# Counters and gauges count dropped keys, histograms dropped label sets (a key per bucket).
 MAX_SERIES = 20_000
+# Dropped series remembered from one collection to the next, so that each is counted once
+# (~60 bytes each). Past it, only their number is: see DroppedSeries.
+REMEMBERED_DROPPED = 100_000
 V = TypeVar("V")
+
+
+class DroppedSeries:
+    """bcc_exporter_series_dropped_total of one metric: each series over the limit counted
+    once, when a collection first finds it dropped (again if it left the map and came back),
+    however often the metric is collected.
+
+    A collection hands over the hashes of the label sets it dropped. Up to
+    REMEMBERED_DROPPED of them are remembered for the next collection; a collection dropping
+    more counts only by how many more it dropped than the one before (a map far over the limit
+    must not cost memory: its series are not cached either)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._last: set[int] = set()
+        self._last_count = 0
+
+    def collected(self, dropped: set[int], count: int) -> int:
+        """Take one collection's dropped series (`count` of them, whose hashes are `dropped`,
+        all of them or the first REMEMBERED_DROPPED); return how many are new."""
+        if count <= REMEMBERED_DROPPED and self._last_count <= REMEMBERED_DROPPED:
+            new = len(dropped - self._last)
+        else:
+            new = max(0, count - self._last_count)
+        self._last = dropped if count <= REMEMBERED_DROPPED else set()
+        self._last_count = count
+        self.total += new
+        return new
+
+
+def _remember(dropped: set[int], labels: tuple[str, ...]) -> None:
+    if len(dropped) < REMEMBERED_DROPPED:
+        dropped.add(hash(labels))
 
 
 class MetricReader:
@@ -60,7 +96,7 @@ class MetricReader:
         self.text = SeriesText(self.label_names)
         self.is_array = self.reader.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
         self.entries_read = 0  # keys in the map at the last collection
-        self.series_dropped = 0
+        self.dropped = DroppedSeries()
         self.cpus = [str(cpu) for cpu in possible_cpus()]
 
     @property
@@ -70,6 +106,7 @@ class MetricReader:
     def entries(self, skip_zero: bool = False) -> Iterator[tuple[bytes, tuple[str, ...], int]]:
         """(key, label values, value) of every entry whose labels decode; per-CPU maps are
         summed over CPUs, or give one entry per CPU when the metric has a cpu label."""
+        self.labels.begin(self.entries_read)
         self.entries_read = 0
         if self.cpu_label is None:
             for key, value in self.reader.iter_items():
@@ -78,6 +115,7 @@ class MetricReader:
                     labels = self.labels(key)
                     if labels is not None:
                         yield key, labels, value
+            self.labels.end()
             return
         at = self.cpu_label
         for key, values in self.reader.iter_items_per_cpu():
@@ -88,14 +126,19 @@ class MetricReader:
             for cpu, value in zip(self.cpus, values, strict=True):
                 if value or not skip_zero:
                     yield key, (*labels[:at], cpu, *labels[at:]), value
+        self.labels.end()
 
-    def summed(self, limit: int, skip_zero: bool = False) -> tuple[dict[tuple[str, ...], int], int]:
-        """Values by decoded labels, at most `limit` of them, and how many keys were dropped
-        for being past it. Keys that decode alike (recycled ids) are summed, also past the
-        limit into a kept series; a dropped key is decoded but not cached, so a map far over
-        the limit costs neither memory nor the kept series' cache entries."""
+    def summed(
+        self, limit: int, skip_zero: bool = False
+    ) -> tuple[dict[tuple[str, ...], int], set[int], int]:
+        """Values by decoded labels, at most `limit` of them, and the series dropped for being
+        past it: the hashes of (at most REMEMBERED_DROPPED of) their labels, and how many.
+        Keys that decode alike (recycled ids) are summed, also past the limit into a kept
+        series; a dropped key is decoded but not cached, so a map far over the limit costs
+        neither memory nor the kept series' cache entries."""
         out: dict[tuple[str, ...], int] = {}
-        dropped = 0
+        dropped: set[int] = set()
+        count = 0
         if self.cpu_label is not None:
             for _, labels, value in self.entries(skip_zero):
                 if labels in out:
@@ -103,10 +146,12 @@ class MetricReader:
                 elif len(out) < limit:
                     out[labels] = value
                 else:
-                    dropped += 1
-            return out, dropped
+                    count += 1
+                    _remember(dropped, labels)
+            return out, dropped, count
         # entries() inlined for the common case: this runs for each of up to ~1M keys.
         decode = self.labels
+        decode.begin(self.entries_read)
         read = 0
         for key, value in self.reader.iter_items():
             read += 1
@@ -118,11 +163,13 @@ class MetricReader:
                 if decoded in out:
                     out[decoded] += value
                 elif full:
-                    dropped += 1
+                    count += 1
+                    _remember(dropped, decoded)
                 else:
                     out[decoded] = value
+        decode.end()
         self.entries_read = read
-        return out, dropped
+        return out, dropped, count
 
 
 def _cpu_label(program: str, where: str, labels: list[Label], reader: MapReader) -> int | None:
@@ -163,6 +210,9 @@ class ProgramCollector:
             for i, c in enumerate(metrics.counters)
             if c.perf_map is not None
         ]
+        self.evictions = Evictions(
+            program, (r.config.map for r in self.map_readers if not r.is_array and r.config.map)
+        )
         self._lock = threading.Lock()
         self.closed = False
 
@@ -187,11 +237,15 @@ class ProgramCollector:
         with self._lock:
             if self.closed:  # replaced by a reload while this scrape began
                 return
+            added = self.evictions.added()  # before the maps: see metrics.evictions
             families: list[Metric] = []
             families.extend(self._counter(r) for r in self.counters)
             families.extend(self._gauge(r) for r in self.gauges)
             families.extend(self._histogram(r, b) for r, b in self.histograms)
             families.extend(e.family(_name(self.program, e.config)) for e in self.events)
+            self.evictions.present(
+                added, {r.config.map: r.entries_read for r in self.map_readers if r.config.map}
+            )
         yield from families
 
     def _counter(self, reader: MetricReader) -> Metric:
@@ -222,7 +276,8 @@ class ProgramCollector:
                     continue
                 counts = per_series[labels] = {}
             counts[slot] = counts.get(slot, 0) + value
-        series = self._bounded(reader, per_series, len(dropped))
+        hashes = {hash(labels) for labels in dropped}
+        series = self._bounded(reader, per_series, hashes, len(dropped))
         rendered: list[tuple[tuple[str, ...], HistogramValue]] = [
             (labels, buckets.render(counts)) for labels, counts in series
         ]
@@ -232,22 +287,23 @@ class ProgramCollector:
         self, reader: MetricReader, typ: str, series: list[tuple[tuple[str, ...], V]]
     ) -> Metric:
         config = reader.config
+        reader.text.keep(series)
         return Family(_name(self.program, config), config.help, typ, reader.text, series)
 
     def _bounded(
-        self, reader: MetricReader, series: dict[tuple[str, ...], V], dropped: int
+        self, reader: MetricReader, series: dict[tuple[str, ...], V], dropped: set[int], count: int
     ) -> list[tuple[tuple[str, ...], V]]:
-        """The series kept under the limit, with the ones past it counted and logged: the
-        first ones seen are kept, so existing series do not flap."""
-        if dropped:
-            reader.series_dropped += dropped
+        """The series kept under the limit, with the ones past it counted (each once) and
+        logged when new ones are: the first ones seen are kept, so existing series do not
+        flap."""
+        if reader.dropped.collected(dropped, count):
             log.warning(
                 'program "%s": %s has %d series, over the limit of %d: %d dropped',
                 self.program.name,
                 reader.config.name,
-                len(series) + dropped,
+                len(series) + count,
                 self.max_series,
-                dropped,
+                count,
             )
         return list(series.items())
 

@@ -22,6 +22,7 @@ from ..loader import LoadedProgram
 from ..loader.prelude import FAILURES_MAP
 from ..loader.targets import TargetWatch
 from ..status import ProgramStatus, statuses
+from .evictions import by_map_name
 from .exposition import Family, counter, gauge, series_text
 from .program import ProgramCollector
 
@@ -42,6 +43,7 @@ class ExporterCollector:
         self.targets = TargetWatch()
         self.last_reload_successful = True
         self.last_reload_success_time = time.time()
+        self.started = False  # set once start-up has loaded every program (or failed to)
 
     def reloaded(self, successful: bool) -> None:
         self.last_reload_successful = successful
@@ -181,7 +183,8 @@ class ExporterCollector:
     def _map_metrics(self) -> Iterator[Metric]:
         dropped = counter(
             f"{PREFIX}_series_dropped",
-            "Series over the per-metric limit (--metrics.max-series), not exported.",
+            "Series over the per-metric limit (--metrics.max-series), not exported: each "
+            "counted once, by the first collection that drops it.",
             labels=["program", "metric"],
         )
         entries = gauge(
@@ -194,17 +197,27 @@ class ExporterCollector:
             "Capacity of a hash map a metric reads: updates fail once it is full.",
             labels=["program", "map"],
         )
+        evictions = counter(
+            f"{PREFIX}_map_evictions",
+            "Keys that left a hash map a metric reads: evicted by an LRU map to make room for a "
+            "new key, or deleted by the program when their subject ended (a removed cgroup). "
+            "Keys the program added minus keys present, read before them: never ahead, exact "
+            "once the map is quiet.",
+            labels=["program", "map"],
+        )
         for collector in self.collectors:
             name = collector.program.name
+            for map_name, gone in sorted(collector.evictions.total.items()):
+                evictions.add_metric([name, map_name], gone)
             fill: dict[str, tuple[int, int]] = {}  # several metrics may read one map
             for reader in collector.map_readers:
-                dropped.add_metric([name, reader.config.name], reader.series_dropped)
+                dropped.add_metric([name, reader.config.name], reader.dropped.total)
                 if not reader.is_array and reader.config.map:
                     fill[reader.config.map] = (reader.entries_read, reader.reader.info.max_entries)
             for map_name, (count, most) in sorted(fill.items()):
                 entries.add_metric([name, map_name], count)
                 capacity.add_metric([name, map_name], most)
-        yield from (dropped, entries, capacity)
+        yield from (dropped, entries, capacity, evictions)
         yield self._update_failure_metrics()
 
     def _update_failure_metrics(self) -> Metric:
@@ -283,8 +296,7 @@ class UpdateFailures:
     def read(self) -> dict[str, int]:
         found = dict.fromkeys(self.counted, 0)
         if self.reader is not None:
-            for key, value in self.reader.items():
-                found[key.split(b"\0", 1)[0].decode(errors="replace")] = value
+            found.update(by_map_name(self.reader))
         return found
 
 

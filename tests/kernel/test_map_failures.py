@@ -1,7 +1,7 @@
 """Failed map updates are counted in the kernel (EXPORTER_UPDATE_FAILED, the prelude every
 program is compiled with) and exported as bcc_exporter_map_update_failures_total{program,map}:
-exactly, for a tiny hash filled by a known workload, and by a built-in program whose map is
-full."""
+exactly, for a tiny hash filled by a known workload; a built-in program's full LRU map makes
+room instead, and counts the keys it evicts (bcc_exporter_map_evictions_total)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from . import workload
 from .conftest import REPO
 
 FAILURES = "bcc_exporter_map_update_failures_total"
+EVICTIONS = "bcc_exporter_map_evictions_total"
 # 10 distinct keys into a hash of 4: the first 4 get a slot, the other 6 fail once each.
 KEYS = [1 << 20 | i for i in range(10)]
 
@@ -86,7 +87,11 @@ for _ in range(23):
 """
 
 
-def test_builtin_opens_counts_the_opens_its_full_map_loses(daemon, write_config, tmp_path):
+def test_builtin_opens_full_map_makes_room_for_a_new_comm_and_counts_evictions(
+    daemon, write_config, tmp_path
+):
+    """An LRU map of 4 keys: new comms keep coming, the newest is counted exactly, nothing is
+    lost, and the keys evicted to make room are counted."""
     config = yaml.safe_load((REPO / "config" / "opens.yaml").read_text())
     [program] = config["programs"]
     program.update(
@@ -95,19 +100,22 @@ def test_builtin_opens_counts_the_opens_its_full_map_loses(daemon, write_config,
     exporter = daemon(f"--config.file={write_config('opens_full', yaml.safe_dump(config))}")
     target = tmp_path / "target"
     target.write_text("x")
-    for _ in range(4):  # 4 new comms: the map of 4 is full after them, whoever else opened
-        workload.run(workload.unique_comm(), OPEN_ONCE, str(target))
     labels = frozenset({("program", "opens_full"), ("map", "opens_total")})
-    assert exporter.scrape()[("bcc_exporter_map_entries", labels)] == 4
-    before = exporter.scrape()[(FAILURES, labels)]
+    assert exporter.scrape()[(EVICTIONS, labels)] == 0  # shown from the start
+    for _ in range(6):  # 6 new comms: the map of 4 is full after them, whoever else opened
+        workload.run(workload.unique_comm(), OPEN_ONCE, str(target))
+    before = exporter.scrape()
+    assert before[("bcc_exporter_map_entries", labels)] == 4
+    assert before[(EVICTIONS, labels)] >= 2
 
     comm = workload.unique_comm()
     workload.run(comm, OPEN_23, str(target))
     samples = exporter.scrape()
-    # Every open of the new comm was lost, and counted (other processes' lost opens too).
-    assert samples[(FAILURES, labels)] - before >= 23
-    assert not [
-        labels
-        for (name, labels), _ in samples.items()
-        if name == "bcc_opens_total" and dict(labels)["comm"] == comm
+    counted = [
+        value
+        for (name, found), value in samples.items()
+        if name == "bcc_opens_total" and dict(found)["comm"] == comm
     ]
+    assert counted == [23]
+    assert samples[(FAILURES, labels)] == 0  # an LRU map never refuses a key
+    assert samples[(EVICTIONS, labels)] > before[(EVICTIONS, labels)]

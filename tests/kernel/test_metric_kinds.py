@@ -172,3 +172,8 @@ def test_series_over_the_limit_are_dropped_and_counted_and_map_fill_shown(daemon
     assert samples[("bcc_exporter_map_entries", fill)] == 51
     assert samples[("bcc_exporter_map_max_entries", fill)] == 128
     assert "many_total has 51 series, over the limit of 23: 28 dropped" in exporter.log()
+    # Each dropped series counted once, however many scrapes drop it again.
+    exporter.scrape()
+    again = exporter.scrape()
+    dropped = frozenset({("program", "many"), ("metric", "many_total")})
+    assert again[("bcc_exporter_series_dropped_total", dropped)] == 51 - 23

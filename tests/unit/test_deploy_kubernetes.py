@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from exporter.config import select
+from exporter.http.web_config import OPEN_PATHS
 
 REPO = Path(__file__).resolve().parent.parent.parent
 KUBE = REPO / "deploy" / "kubernetes"
@@ -124,12 +125,47 @@ def test_the_metrics_port_is_named_and_probed() -> None:
     c = container()
     assert c["ports"] == [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"}]
     assert f"--web.listen-address=:{PORT}" in c["args"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    for probe in ("startupProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "metrics"}
+    # Probes carry no password: the daemon answers these without basic auth.
+    assert {"/-/healthy", "/-/ready"} <= OPEN_PATHS
     assert one("Service")["spec"]["clusterIP"] == "None"
     assert one("Service")["spec"]["ports"][0]["targetPort"] == "metrics"
     assert one("ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
     assert one("PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+# Labels by which service discovery tells a not-ready target: a keep/drop on them would stop
+# scraping exactly the pod whose failure metrics must be seen.
+READINESS_LABELS = {
+    "__meta_kubernetes_pod_ready",
+    "__meta_kubernetes_endpoint_ready",
+    "__meta_kubernetes_endpointslice_endpoint_conditions_ready",
+    "__meta_kubernetes_pod_container_init",
+}
+
+
+def _relabelings(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for endpoint in found for r in endpoint.get("relabelings", [])]
+
+
+def test_not_ready_pods_are_still_scraped() -> None:
+    # The Service lists a not-ready pod as a ready endpoint: ServiceMonitor (endpoints
+    # discovery) and DNS keep it.
+    assert one("Service")["spec"]["publishNotReadyAddresses"] is True
+    relabelings = _relabelings(one("ServiceMonitor")["spec"]["endpoints"]) + _relabelings(
+        one("PodMonitor")["spec"]["podMetricsEndpoints"]
+    )
+    jobs = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    relabelings += [r for job in jobs["scrape_configs"] for r in job.get("relabel_configs", [])]
+    for rule in relabelings:
+        sources = rule.get("sourceLabels", rule.get("source_labels", []))  # operator, Prometheus
+        if rule.get("action", "replace") in ("keep", "drop"):
+            assert not READINESS_LABELS & set(sources), rule
+    # The Prometheus job finds pods (role: pod), whatever their readiness.
+    [pods] = [job for job in jobs["scrape_configs"] if job["job_name"] == "bcc-exporter"]
+    assert [sd["role"] for sd in pods["kubernetes_sd_configs"]] == ["pod"]
 
 
 def test_the_pod_holds_only_the_capabilities_it_needs_and_mounts_the_host_read_only() -> None:

@@ -312,3 +312,17 @@ def test_series_text_is_made_once_per_set_of_label_values() -> None:
     assert text.bucket(("x", "y")) == ('{a="y",b="x",le="', '"} ')
     assert SeriesText(["z"]).bucket(("v",)) == ('{le="', '",z="v"} ')
     assert SeriesText([])(()) == ""
+
+
+def test_series_texts_of_gone_series_leave_the_cache(monkeypatch):
+    from exporter.metrics import exposition
+
+    monkeypatch.setattr(exposition, "PRUNE_SLACK", 0)
+    text = exposition.SeriesText(["comm"])
+    for i in range(100):
+        text((f"c{i}",))
+    text.keep([((f"c{i}",), 1) for i in range(60)])  # not twice as many: kept
+    assert len(text._text) == 100
+    text.keep([(("c1",), 1), (("c2",), 1)])
+    assert set(text._text) == {("c1",), ("c2",)}
+    assert text(("c1",)) == '{comm="c1"}'

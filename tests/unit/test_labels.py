@@ -96,3 +96,26 @@ def test_labels_with_an_offset_share_key_bytes():
     assert span == 16
     key = bytes(range(1, 9)) + (7).to_bytes(4, "little") + bytes(4)
     assert LabelDecoder("w", fields, span)(key) == ("0102030405060708",) * 2 + ("7",)
+
+
+def test_keys_gone_from_the_map_leave_the_cache(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(labels, "PRUNE_SLACK", 0)
+    answers = Answers(*(str(i).encode() for i in range(200)))
+    decode = decoder_of(answers)
+    keys = [i.to_bytes(4, "little") for i in range(100)]
+    decode.begin(0)  # the first collection: 100 keys
+    for key in keys:
+        decode(key)
+    decode.end()
+    decode.begin(100)  # 100 keys live: nothing to prune
+    for key in keys[:10]:  # the map now holds 10 of them, plus nothing new
+        decode(key)
+    decode.end()
+    decode.begin(10)  # the cache holds 100 for 10 live keys: this collection prunes
+    for key in keys[:10]:
+        assert decode(key) == (str(keys.index(key)),)
+    decode.end()
+    assert answers.asked == 100  # the live keys kept their decoding
+    assert len(decode._cache) == 10
+    decode(keys[50])  # gone and back: decoded anew
+    assert answers.asked == 101

@@ -28,6 +28,7 @@ class Collector:
         self.readers: list[object] = []
         self.map_readers: list[object] = []
         self.events: list[object] = []
+        self.evictions = SimpleNamespace(total={})
         self.fail = fail
 
     def collect(self):
@@ -69,17 +70,21 @@ COUNTING = """
 BPF_HASH(counts, u32, u64, 4);
 BPF_HASH(starts, u32, u64, 4);
 BPF_HASH(silent, u32, u64, 4);
+BPF_TABLE("lru_hash", u32, u64, idiom, 4);
     if (!count)
         EXPORTER_UPDATE_FAILED(counts);
     if (starts.update(&key, &ts))
         EXPORTER_UPDATE_FAILED( starts );
     // a name that is no map of the program, as in a comment: EXPORTER_UPDATE_FAILED(nothing)
+    if (!slot && exporter_key_added(idiom.insert(&key, &zero), EXPORTER_MAP(idiom)))
+        slot = idiom.lookup(&key);
+    exporter_add(slot, 1, EXPORTER_MAP(idiom));
 """
 
 
 def test_maps_a_program_counts_failures_of_are_shown_at_zero_from_the_start():
     exporter = ExporterCollector()
-    maps = {"counts": 10, "starts": 11, "silent": 12}
+    maps = {"counts": 10, "starts": 11, "silent": 12, "idiom": 13}
     exporter.set_programs([Collector("prog", fail=False, code=COUNTING, maps=maps)], [])
     failures = {
         (s.labels["program"], s.labels["map"]): s.value
@@ -87,7 +92,8 @@ def test_maps_a_program_counts_failures_of_are_shown_at_zero_from_the_start():
         for s in family.samples
         if s.name == "bcc_exporter_map_update_failures_total"
     }
-    assert failures == {("prog", "counts"): 0, ("prog", "starts"): 0}
+    # The counter idiom names its map (EXPORTER_MAP): its failures are counted too.
+    assert failures == {("prog", "counts"): 0, ("prog", "starts"): 0, ("prog", "idiom"): 0}
 
 
 def test_a_deleted_probe_target_is_reported_once_and_looked_at_once_a_second(tmp_path, caplog):

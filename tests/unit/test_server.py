@@ -361,7 +361,7 @@ def test_head_with_gzip(app: App) -> None:
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
-@pytest.mark.parametrize("path", ["/metrics", "/", "/healthz"])
+@pytest.mark.parametrize("path", ["/metrics", "/", "/healthz", "/-/healthy", "/-/ready"])
 def test_other_methods_are_not_allowed(app: App, method: str, path: str) -> None:
     r = request(app, method, path)
     assert r.status == 405
@@ -401,6 +401,30 @@ def test_healthz(app: App) -> None:
     assert r.headers["content-type"].startswith("text/plain")
     head = request(app, "HEAD", "/healthz")
     assert (head.status, head.body, head.headers["content-length"]) == (200, b"", "3")
+
+
+def test_healthy_while_serving_and_healthz_is_its_alias(app: App) -> None:
+    for path in ("/-/healthy", "/healthz"):
+        assert (request(app, "GET", path).status, request(app, "GET", path).body) == (200, b"ok\n")
+
+
+def test_ready_once_started_with_every_program_that_can_run_attached() -> None:
+    app, exporter = make_app()
+    exporter.started = False
+    r = request(app, "GET", "/-/ready")
+    assert (r.status, r.body) == (503, b"not ready: starting\n")
+    exporter.started = True
+    # A program whose probe this kernel lacks is skipped: it does not count against readiness.
+    exporter.set_programs([], [LoadError("hw", "no such probe", unavailable=True)])
+    assert (request(app, "GET", "/-/ready").status, request(app, "GET", "/-/ready").body) == (
+        200,
+        b"ready\n",
+    )
+    exporter.set_programs([], [LoadError("bio", "compile: error")])
+    r = request(app, "GET", "/-/ready")
+    assert (r.status, r.body) == (503, b"not ready: bio: compile: error\n")
+    assert request(app, "HEAD", "/-/ready").body == b""
+    assert request(app, "GET", "/-/healthy").status == 200  # healthy all the same
 
 
 def test_landing_page_links_to_the_metrics(app: App) -> None:

@@ -469,10 +469,16 @@ def test_guard_passes_the_right_password(guarded: Guard) -> None:
     assert r.headers["strict-transport-security"] == "max-age=60"
 
 
-def test_guard_leaves_healthz_open(guarded: Guard) -> None:
-    r = request(guarded, "GET", "/healthz")
+@pytest.mark.parametrize("path", ["/healthz", "/-/healthy"])
+def test_guard_leaves_health_open(guarded: Guard, path: str) -> None:
+    r = request(guarded, "GET", path)
     assert (r.status, r.body) == (200, b"ok\n")
     assert r.headers["x-frame-options"] == "deny"
+
+
+def test_guard_leaves_ready_open(guarded: Guard) -> None:
+    # Answered without a password, ready or not: never 401.
+    assert request(guarded, "GET", "/-/ready").status in (200, 503)
 
 
 def test_guard_headers_without_auth() -> None:
