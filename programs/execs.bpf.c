@@ -1,8 +1,9 @@
 // Process lifecycle by comm: execs (execsnoop), new tasks (fork/vfork/clone, as processes or
 // threads), and process exits by class (exitsnoop's exit code or signal, as a class).
 //
-// Tracepoint arguments and helpers only. The exit code lives in task_struct, which this
-// program does not read (see docs/operations.md, Kernel headers); the class is pieced together from the
+// Execs are also counted by the parent's comm (execsnoop's PPID, by name), read from
+// task_struct through BTF. Otherwise tracepoint arguments and helpers only. The exit code lives
+// in task_struct, which this program does not read (see docs/operations.md, Kernel headers); the class is pieced together from the
 // events that lead to an exit instead:
 //   exit_group(code), or exit(code) by the thread group leader   -> ok (code 0) or error
 //   a signal delivered with its default action "terminate"        -> signal
@@ -40,7 +41,15 @@ struct exit_key {
     u32 class;
 };
 
+// Who starts what: the new program's comm and its parent's (task->real_parent->comm, read at
+// the running kernel's offsets through BTF: programs/include/bcc_btf.h).
+struct exec_parent_key {
+    char comm[16];
+    char parent[16];
+};
+
 BPF_HASH(execs_total, struct comm_key, u64, 10240);
+BPF_HASH(execs_by_parent_total, struct exec_parent_key, u64, 10240);
 BPF_HASH(forks_total, struct fork_key, u64, 10240);
 BPF_HASH(exits_total, struct exit_key, u64, 10240);
 // tgid -> the first exit cause seen. LRU: a cause recorded after its leader is gone (the
@@ -56,6 +65,19 @@ static __always_inline bool add_one(u64 *count)
     return true;
 }
 
+// The parent is the process that will wait() for it (its real parent: a reaper once the
+// parent has exited), not a tracer.
+static __always_inline void count_exec_parent(struct comm_key *exec)
+{
+    struct exec_parent_key key = {};
+    __builtin_memcpy(key.comm, exec->comm, sizeof(key.comm));
+    void *task = (void *)bpf_get_current_task();
+    BTF_READ_INTO(key.parent, task, struct task_struct, real_parent->comm);
+    u64 zero = 0;
+    if (!add_one(execs_by_parent_total.lookup_or_try_init(&key, &zero)))
+        EXPORTER_UPDATE_FAILED(execs_by_parent_total);
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     struct comm_key key = {};
@@ -64,6 +86,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u64 zero = 0;
     if (!add_one(execs_total.lookup_or_try_init(&key, &zero)))
         EXPORTER_UPDATE_FAILED(execs_total);
+    count_exec_parent(&key);
     return 0;
 }
 
