@@ -13,7 +13,8 @@ BTF_ROOT = Path("/sys/kernel/btf")
 
 
 class NoKernelBTF(Exception):
-    """The kernel has no BTF (built without CONFIG_DEBUG_INFO_BTF, or older than 5.4)."""
+    """The kernel has no BTF (built without CONFIG_DEBUG_INFO_BTF, or older than 5.4), or it
+    cannot be read."""
 
 
 class KernelBTF:
@@ -24,22 +25,22 @@ class KernelBTF:
         self.release = release or os.uname().release
         self._modules: dict[str, BTF] = {}
 
-    @property
-    def available(self) -> bool:
-        return (self.root / "vmlinux").is_file()
-
     @cached_property
     def vmlinux(self) -> BTF:
         try:
             return BTF.load(self.root / "vmlinux")
-        except FileNotFoundError:
-            raise NoKernelBTF(f"kernel {self.release} has no BTF ({self.root}/vmlinux)") from None
+        except OSError as err:
+            raise NoKernelBTF(self._missing(err)) from None
 
     def blobs(self) -> Iterator[tuple[str, BTF]]:
         """("vmlinux", its BTF), then each module's, in name order: where to look for a
         struct that vmlinux lacks (it lives in a module)."""
         yield "vmlinux", self.vmlinux
-        for path in sorted(self.root.iterdir()):
+        try:
+            listed = sorted(self.root.iterdir())
+        except OSError:
+            return  # vmlinux was readable: a listing that is not only loses the modules
+        for path in listed:
             if path.name == "vmlinux":
                 continue
             if path.name not in self._modules:
@@ -52,8 +53,13 @@ class KernelBTF:
     def build_id(self) -> dict[str, object]:
         """What tells this kernel build from another with the same release (a rebuilt custom
         kernel): the version string (build number and date) and the size of its BTF."""
-        return {
-            "release": self.release,
-            "version": os.uname().version,
-            "vmlinux_bytes": (self.root / "vmlinux").stat().st_size,
-        }
+        try:
+            size = (self.root / "vmlinux").stat().st_size
+        except OSError as err:
+            raise NoKernelBTF(self._missing(err)) from None
+        return {"release": self.release, "version": os.uname().version, "vmlinux_bytes": size}
+
+    def _missing(self, err: OSError) -> str:
+        if isinstance(err, FileNotFoundError):
+            return f"the kernel has no BTF ({self.root}/vmlinux)"
+        return f"cannot read the kernel's BTF ({self.root}/vmlinux): {err.strerror}"

@@ -29,7 +29,7 @@ from .. import capabilities, headers, kallsyms
 from ..bpf.perf import link_perf_event, output_event, tracepoint_event
 from ..btf import spelling
 from ..btf.cache import CachedFields
-from ..btf.kernel import KernelBTF
+from ..btf.kernel import KernelBTF, NoKernelBTF
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
 from ..tracefs import TRACEFS
 from ..workers import wire
@@ -40,7 +40,6 @@ from .prelude import counted_maps, with_prelude
 from .targets import Target
 
 PERF_TYPE_HARDWARE = 0
-NO_BTF = "the kernel has no BTF (/sys/kernel/btf/vmlinux)"
 PERF_TYPE_SOFTWARE = 1
 
 
@@ -170,18 +169,18 @@ def with_btf_fields(code: str) -> str:
     global _btf_fields
     if not spelling.uses_btf(code):
         return code
-    if _btf_fields is None:
-        kernel = KernelBTF()
-        if not kernel.available:
-            raise NeedsBTF(f"reads kernel struct fields through BTF (BTF_READ): {NO_BTF}")
-        _btf_fields = CachedFields(kernel)
     try:
+        if _btf_fields is None:
+            _btf_fields = CachedFields(KernelBTF())
         return spelling.rewrite(code, _btf_fields.access)
     except spelling.SpellingError as err:
         print(err.diagnostic(), file=sys.stderr)
         raise CompileFailed(str(err)) from None
+    except NoKernelBTF as err:
+        raise NeedsBTF(f"reads kernel struct fields through BTF (BTF_READ): {err}") from None
     finally:
-        _btf_fields.save()
+        if _btf_fields is not None:
+            _btf_fields.save()
 
 
 def kaddr_cflags(kaddrs: tuple[str, ...], path: Path = kallsyms.KALLSYMS) -> list[str]:
