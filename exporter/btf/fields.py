@@ -8,7 +8,7 @@ member of what it points to). Each `->` is one more probe read at run time.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..bpf.btf import BTF, Kind, Type
@@ -70,7 +70,8 @@ def resolve(kernel: KernelBTF, spelled_type: str, spelled_path: str) -> Access:
     kind, name = parse_type(spelled_type)
     steps = parse_path(spelled_path)
     what = f"{kind.name.lower()} {name}, field {''.join(sep + n for sep, n in steps)}"
-    found: dict[Access, str] = {}
+    # Each layout found (the access without its source), with the first access that has it.
+    found: dict[Access, Access] = {}
     errors: list[str] = []
     for source, btf in kernel.blobs():
         for type_id in btf.composites(name, kind):
@@ -79,16 +80,16 @@ def resolve(kernel: KernelBTF, spelled_type: str, spelled_path: str) -> Access:
             except FieldError as err:
                 errors.append(str(err))
                 continue
-            found.setdefault(access, source)
+            found.setdefault(replace(access, source=""), access)
         if found and source == "vmlinux":
             break  # a module's struct of the same name is another struct
     if len(found) == 1:
-        return next(iter(found))
+        return next(iter(found.values()))
     where = f"(BTF of kernel {kernel.release})"
     if len(found) > 1:
         raise FieldError(
             f"{what}: {len(found)} structs of that name lay it out differently"
-            f" ({', '.join(sorted(set(found.values())))}) {where}"
+            f" ({', '.join(a.source for a in found.values())}) {where}"
         )
     if not errors:
         raise FieldError(f"{what}: no {kind.name.lower()} {name} {where}")

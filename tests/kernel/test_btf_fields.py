@@ -89,8 +89,22 @@ def test_real_parent_tgid_agrees_with_bpftrace(daemon, write_config):
 
 
 def test_missing_field_fails_its_compile_naming_struct_field_and_kernel(daemon, write_config):
-    exporter = daemon(f"--config.file={write_config('missing', MISSING_FIELD)}")
+    too_small = MISSING_FIELD.replace("missing", "small").replace(
+        "*count += BTF_READ(task, struct task_struct, real_parent->no_such_field);",
+        "{ char comm[8]; BTF_READ_INTO(comm, task, struct task_struct, comm); *count += comm[0]; }",
+    )
+    exporter = daemon(
+        f"--config.file={write_config('missing', MISSING_FIELD)}",
+        f"--config.file={write_config('small', too_small)}",
+    )
     assert exporter.value("bcc_exporter_enabled_programs", program="missing") == 0
+    assert exporter.value("bcc_exporter_enabled_programs", program="small") == 0
+    # A destination smaller than the field fails in the compiler, naming the field.
+    assert re.search(
+        r'program "small": compile failed: .*error: static.assert.* "BTF_READ_INTO: the'
+        r' destination is smaller than struct task_struct.comm"',
+        exporter.log(),
+    ), exporter.log()
     assert (
         'program "missing": compile failed: /virtual/main.c:7:19: error: BTF_READ: struct'
         " task_struct, field real_parent->no_such_field: struct task_struct has no member"

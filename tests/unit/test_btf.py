@@ -228,3 +228,20 @@ def test_a_truncated_type_section_is_refused() -> None:
     header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, cut, cut, len(b.strings))
     with pytest.raises(ValueError, match="runs past"):
         BTF(header + bytes(b.types[:cut]) + bytes(b.strings))
+
+
+def test_a_struct_two_modules_lay_out_differently_is_refused(tmp_path: Path) -> None:
+    vmlinux = Blob()
+    i = vmlinux.add(Kind.INT, "int", 4, tail=vmlinux.u32(32))
+    (tmp_path / "vmlinux").write_bytes(vmlinux.build())
+    for module, offset in (("mod_a", 0), ("mod_b", 32), ("mod_c", 0)):
+        blob = Blob(base=vmlinux)
+        blob.struct("priv", 8, [("x", i, offset)])
+        (tmp_path / module).write_bytes(blob.build())
+    kernel = KernelBTF(root=tmp_path, release="test")
+    with pytest.raises(
+        FieldError, match=r"2 structs of that name lay it out differently \(mod_a, mod_b\)"
+    ):
+        resolve(kernel, "struct priv", "x")
+    (tmp_path / "mod_b").unlink()
+    assert resolve(KernelBTF(root=tmp_path), "struct priv", "x").offsets == (0,)
