@@ -15,11 +15,12 @@ from pathlib import Path
 
 from exporter.errors import ConfigError
 
-from . import cpu, events, peer, rss, scrape, soak, start
+from . import btf, cpu, events, peer, rss, scrape, soak, start
 from .common import REPO, Options, Section, machine
 
 BENCHMARKS: dict[str, Callable[[Options], list[Section]]] = {
     "events": events.run,
+    "btf": btf.run,
     "rss": rss.run,
     "start": start.run,
     "scrape": scrape.run,

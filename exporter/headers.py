@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, NamedTuple
 from exporter.bpf.btf import BTF, VMLINUX_BTF
 from exporter.bpf.maps import MapReader
 from exporter.bpf.syscall import prog_test_run
+from exporter.cache import cache_dir, read_private, write_private
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +307,7 @@ def _source(fields: list[Field], includes: tuple[str, ...]) -> str:
     )
 
 
-# systemd's CacheDirectory= sets $CACHE_DIRECTORY; elsewhere this one, if it can be written.
-CACHE_DIR = Path("/var/cache/bcc_exporter")
 CACHE_FILE = "header_offsets.json"
-
-
-def cache_dir() -> Path:
-    configured = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
-    return Path(configured) if configured else CACHE_DIR
 
 
 def _cache_key(source: HeadersSource, fields: Iterable[Field]) -> str:
@@ -329,17 +322,11 @@ def _cache_key(source: HeadersSource, fields: Iterable[Field]) -> str:
 def cached_offsets(
     source: HeadersSource, fields: Iterable[Field] = DEFAULT_FIELDS, directory: Path | None = None
 ) -> dict[str, int | None] | None:
-    """The offsets a previous start found for these headers, or None. A file anybody but
-    this user could have written is not trusted: it decides whether programs that read
-    kernel structs may run."""
-    path = (directory or cache_dir()) / CACHE_FILE
+    """The offsets a previous start found for these headers, or None (exporter.cache says
+    which files are trusted: this one decides whether programs that read kernel structs may
+    run)."""
+    cached = read_private((directory or cache_dir()) / CACHE_FILE)
     try:
-        with path.open("rb") as file:
-            st = os.fstat(file.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                log.warning("ignoring %s: not owned by this user, or writable by others", path)
-                return None
-            cached = json.load(file)
         if cached.get("key") == _cache_key(source, fields):
             return dict(cached["offsets"])
     except (OSError, ValueError, AttributeError, TypeError, KeyError):
@@ -353,17 +340,9 @@ def cache_offsets(
     fields: Iterable[Field] = DEFAULT_FIELDS,
     directory: Path | None = None,
 ) -> None:
-    """Keep the offsets for the next start, if the cache directory can be written (a
-    read-only root file system without a cache volume: every start compiles)."""
-    directory = directory or cache_dir()
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        entry = {"key": _cache_key(source, fields), "offsets": dict(offsets)}
-        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as file:
-            json.dump(entry, file)
-        os.replace(file.name, directory / CACHE_FILE)  # whole, for a daemon starting beside
-    except OSError as err:
-        log.debug("cannot cache the header offsets in %s: %s", directory, err)
+    """Keep the offsets for the next start, if the cache directory can be written."""
+    entry = {"key": _cache_key(source, fields), "offsets": dict(offsets)}
+    write_private((directory or cache_dir()) / CACHE_FILE, entry)
 
 
 def check_headers(

@@ -1,8 +1,9 @@
 // Process lifecycle by comm: execs (execsnoop), new tasks (fork/vfork/clone, as processes or
 // threads), and process exits by class (exitsnoop's exit code or signal, as a class).
 //
-// Tracepoint arguments and helpers only. The exit code lives in task_struct, which this
-// program does not read (see docs/operations.md, Kernel headers); the class is pieced together from the
+// Execs are also counted by the parent's comm (execsnoop's PPID, by name), read from
+// task_struct through BTF. Otherwise tracepoint arguments and helpers only. The exit code lives
+// in task_struct, which this program does not read (see docs/operations.md, Kernel headers); the class is pieced together from the
 // events that lead to an exit instead:
 //   exit_group(code), or exit(code) by the thread group leader   -> ok (code 0) or error
 //   a signal delivered with its default action "terminate"        -> signal
@@ -39,14 +40,37 @@ struct exit_key {
     u32 class;
 };
 
+// Who starts what: the new program's comm and its parent's (task->real_parent->comm, read at
+// the running kernel's offsets through BTF: programs/include/bcc_btf.h).
+struct exec_parent_key {
+    char comm[16];
+    char parent[16];
+};
+
 // LRU: comms come and go; a full map makes room for a new comm by evicting the one counted
 // longest ago, rather than never counting new comms (docs/operations.md, Keys that come and go).
 BPF_TABLE("lru_hash", struct comm_key, u64, execs_total, 10240);
+BPF_TABLE("lru_hash", struct exec_parent_key, u64, execs_by_parent_total, 10240);
 BPF_TABLE("lru_hash", struct fork_key, u64, forks_total, 10240);
 BPF_TABLE("lru_hash", struct exit_key, u64, exits_total, 10240);
 // tgid -> the first exit cause seen. LRU: a cause recorded after its leader is gone (the
 // leader called pthread_exit first) is evicted by newer ones rather than filling the map.
 BPF_TABLE("lru_hash", u32, u32, exit_cause, 10240);
+
+// The parent is the process that will wait() for it (its real parent: a reaper once the
+// parent has exited), not a tracer.
+static __always_inline void count_exec_parent(struct comm_key *exec)
+{
+    struct exec_parent_key key = {};
+    __builtin_memcpy(key.comm, exec->comm, sizeof(key.comm));
+    void *task = (void *)bpf_get_current_task();
+    BTF_READ_INTO(key.parent, task, struct task_struct, real_parent->comm);
+    u64 zero = 0, *count = execs_by_parent_total.lookup(&key);
+    if (!count && exporter_key_added(execs_by_parent_total.insert(&key, &zero),
+                                     EXPORTER_MAP(execs_by_parent_total)))
+        count = execs_by_parent_total.lookup(&key);
+    exporter_add(count, 1, EXPORTER_MAP(execs_by_parent_total));
+}
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
@@ -57,6 +81,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (!count && exporter_key_added(execs_total.insert(&key, &zero), EXPORTER_MAP(execs_total)))
         count = execs_total.lookup(&key);
     exporter_add(count, 1, EXPORTER_MAP(execs_total));
+    count_exec_parent(&key);
     return 0;
 }
 

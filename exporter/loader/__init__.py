@@ -29,6 +29,9 @@ COMPILER_LINE = re.compile(r"^\S+:\d+:\d+: (error|fatal error): ")
 CLOSE_THREADS = 32
 # What bcc says when the verifier refuses a function (it prints the verifier log to stderr).
 VERIFIER_REJECTED = "Failed to load BPF program"
+# Failures the default config expects on some kernels: skipped programs, not errors. "no-btf":
+# the program reads struct fields through BTF (exporter.btf) and the kernel has none.
+UNAVAILABLE_STAGES = ("unavailable", "no-btf")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ def load(spawner: Spawner, have: frozenset[str] = frozenset()) -> Outcome:
     by_name: dict[str, ProgramSpec] = {}
     started: dict[str, float] = {}
     selected = done = False
+    without_btf: list[str] = []
     for reply, fds in spawner.ask(Reload(have)):
         if isinstance(reply, Refused):
             if not selected:
@@ -125,8 +129,10 @@ def load(spawner: Spawner, have: frozenset[str] = frozenset()) -> Outcome:
             outcome.loaded.append(program)
         elif isinstance(reply, Failed):
             wire.close(fds)
-            error = LoadError(reply.program, _failure(reply), reply.stage == "unavailable")
-            if error.unavailable:
+            error = LoadError(reply.program, _failure(reply), reply.stage in UNAVAILABLE_STAGES)
+            if reply.stage == "no-btf":
+                without_btf.append(reply.program)  # all named in one line below
+            elif error.unavailable:
                 log.warning('program "%s": skipped: %s', reply.program, error.reason)
             else:
                 log.error("%s", error)
@@ -135,6 +141,12 @@ def load(spawner: Spawner, have: frozenset[str] = frozenset()) -> Outcome:
             done = True
         else:
             wire.close(fds)
+    if without_btf:
+        log.warning(
+            "the kernel has no BTF (/sys/kernel/btf/vmlinux): not running %s, which read kernel"
+            " struct fields through it (BTF_READ); the other programs run",
+            ", ".join(sorted(without_btf)),
+        )
     if not selected:
         # Not even the selection: nothing is known of the config, so nothing may change.
         raise ConfigError("the privileged spawner gave no answer (its log says why)")

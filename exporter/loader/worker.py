@@ -27,6 +27,9 @@ from typing import Any
 
 from .. import capabilities, headers, kallsyms
 from ..bpf.perf import link_perf_event, output_event, tracepoint_event
+from ..btf import spelling
+from ..btf.cache import CachedFields
+from ..btf.kernel import KernelBTF, NoKernelBTF
 from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
 from ..tracefs import TRACEFS
 from ..workers import wire
@@ -48,6 +51,10 @@ class AttachFailed(Exception):
     """A probe this kernel has could not be attached (unlike ProbeUnavailable)."""
 
 
+class NeedsBTF(Exception):
+    """The program reads struct fields through BTF (BTF_READ) and the kernel has none."""
+
+
 class Refused(Exception):
     """The program must not run here (it reads structs the headers misdescribe, its kaddrs
     cannot be resolved)."""
@@ -60,6 +67,7 @@ STAGES = {
     ProbeUnavailable: "unavailable",
     AttachFailed: "attach",
     Refused: "refused",
+    NeedsBTF: "no-btf",
 }
 
 
@@ -151,6 +159,30 @@ def run(job: Job) -> tuple[dict[str, Any], list[int]]:
     return load_program(job)
 
 
+# The kernel's BTF fields, for every program of this worker's share: parsed at most once.
+_btf_fields: CachedFields | None = None
+
+
+def with_btf_fields(code: str) -> str:
+    """The code with its BTF_READ spellings written out (exporter.btf): CompileFailed, with the
+    compiler-style line on stderr, for a field BTF cannot give; NeedsBTF without BTF."""
+    global _btf_fields
+    if not spelling.uses_btf(code):
+        return code
+    try:
+        if _btf_fields is None:
+            _btf_fields = CachedFields(KernelBTF())
+        return spelling.rewrite(code, _btf_fields.access)
+    except spelling.SpellingError as err:
+        print(err.diagnostic(), file=sys.stderr)
+        raise CompileFailed(str(err)) from None
+    except NoKernelBTF as err:
+        raise NeedsBTF(f"reads kernel struct fields through BTF (BTF_READ): {err}") from None
+    finally:
+        if _btf_fields is not None:
+            _btf_fields.save()
+
+
 def kaddr_cflags(kaddrs: tuple[str, ...], path: Path = kallsyms.KALLSYMS) -> list[str]:
     """`-Dkaddr_<symbol>=<address>` for each of the program's kaddrs, as ebpf_exporter v1 did."""
     if not kaddrs:
@@ -170,9 +202,10 @@ def load_program(job: CompileJob) -> tuple[dict[str, Any], list[int]]:
     bindings = [(b.function, [parse_probe(p) for p in b.attach]) for b in job.settings.probes]
     cflags = [*job.settings.cflags, *kaddr_cflags(job.settings.kaddrs)]
     started = time.monotonic()
+    code = with_btf_fields(job.code)
     usdt_contexts, usdt_done = _prepare_usdt(bindings)
     try:
-        bpf = BPF(text=with_prelude(job.code), cflags=cflags, usdt_contexts=usdt_contexts)
+        bpf = BPF(text=with_prelude(code), cflags=cflags, usdt_contexts=usdt_contexts)
     except Exception as err:
         raise CompileFailed(str(err)) from None
     compiled = time.monotonic()

@@ -23,6 +23,7 @@ def test_bench_quick_runs_every_benchmark(tmp_path: Path) -> None:
     for title in (
         "Kernel overhead per event",
         "In-kernel run time of every default program",
+        "BTF field reads per event",
         "Daemon memory",
         "Start to first complete scrape",
         "Scrape cost",

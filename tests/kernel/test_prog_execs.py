@@ -1,7 +1,7 @@
 """The built-in `execs` program: execs, forks and process exits by class, for a workload with
 unique comms whose answer is exact, and equal to bpftrace's view of the same events, whose exit
-codes come from task_struct through BTF (exitsnoop-bpfcc reads them through header structs,
-which are laid out wrong on this kernel)."""
+codes and parents come from task_struct through BTF (exitsnoop-bpfcc reads them through header
+structs, which are laid out wrong on this kernel)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,10 @@ def bpftrace_lifecycle(comms: list[str]) -> Callable[[], dict[str, dict]]:
     """bpftrace counting the same events for `comms`; returns a stopper."""
     only = " || ".join(f'comm == "{c}"' for c in comms)
     script = f"""
-        tracepoint:sched:sched_process_exec /{only}/ {{ @execs[comm] = count(); }}
+        tracepoint:sched:sched_process_exec /{only}/ {{
+            @execs[comm] = count();
+            @parents[comm, curtask->real_parent->comm] = count();
+        }}
         tracepoint:task:task_newtask /{only}/ {{
             @forks[comm, args->clone_flags & 0x10000 ? "thread" : "process"] = count();
         }}
@@ -89,9 +92,11 @@ def bpftrace_lifecycle(comms: list[str]) -> Callable[[], dict[str, dict]]:
 
     def finish() -> dict[str, dict]:
         out = stop()
-        found: dict[str, dict] = {"execs": {}, "forks": {}, "exits": {}}
+        found: dict[str, dict] = {"execs": {}, "parents": {}, "forks": {}, "exits": {}}
         for m in re.finditer(r"@execs\[(\w+)\]: (\d+)", out):
             found["execs"][m[1]] = int(m[2])
+        for m in re.finditer(r"@parents\[(\w+), (\w+)\]: (\d+)", out):
+            found["parents"][(m[1], m[2])] = int(m[3])
         # bpftrace 0.17 can print one key of @forks many times (seen here: an entry for nearly
         # every event; likely the ternary's string buffer, bytes past its NUL in the key).
         for m in re.finditer(r"@forks\[(\w+), (\w+)\]: (\d+)", out):
@@ -126,11 +131,14 @@ def test_execs_forks_and_exit_classes_count_exactly(daemon, tmp_path):
     samples = exporter.scrape()
     ours = {
         "execs": series(samples, "bcc_execs_total", comms, "comm"),
+        "parents": series(samples, "bcc_execs_by_parent_total", comms, "comm", "parent_comm"),
         "forks": series(samples, "bcc_forks_total", comms, "comm", "kind"),
         "exits": series(samples, "bcc_process_exits_total", comms, "comm", "class"),
     }
     assert ours == {
         "execs": {true: 23, false: 19, sleep: 15},
+        # task->real_parent->comm through BTF: the workload forked every one of them.
+        "parents": {(true, parent): 23, (false, parent): 19, (sleep, parent): 15},
         # The parent forked each child; its threads are threads. The children forked nothing.
         "forks": {(parent, "process"): 57, (parent, "thread"): 11},
         "exits": {

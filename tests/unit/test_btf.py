@@ -7,25 +7,31 @@ would be misread and the struct lookups below would fail.
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
 from exporter.bpf.btf import BTF, Kind
+from exporter.btf.fields import Access, FieldError, resolve
+from exporter.btf.kernel import KernelBTF
 
 
 class Blob:
     """Writes raw BTF: a header, the type section, the string section."""
 
-    def __init__(self, order: str = "<") -> None:
+    def __init__(self, order: str = "<", base: Blob | None = None) -> None:
         self.order = order
         self.types = bytearray()
         self.strings = bytearray(b"\0")
         self.count = 0
+        # Split BTF (a module's) numbers its types and strings after its base's.
+        self.first_id = base.first_id + base.count if base else 1
+        self.first_string = base.first_string + len(base.strings) if base else 0
 
     def name(self, text: str) -> int:
         if not text:
             return 0
-        offset = len(self.strings)
+        offset = self.first_string + len(self.strings)
         self.strings += text.encode() + b"\0"
         return offset
 
@@ -45,7 +51,7 @@ class Blob:
         info = (kind_flag << 31) | (kind << 24) | len(records)
         self.types += self.u32(self.name(name), info, size_or_type) + tail + b"".join(records)
         self.count += 1
-        return self.count
+        return self.first_id + self.count - 1
 
     def member(self, name: str, type_id: int, offset: int) -> bytes:
         return self.u32(self.name(name), type_id, offset)
@@ -183,3 +189,59 @@ def test_unknown_kind_is_refused_not_misstepped() -> None:
     b.add(20, "from_the_future")
     with pytest.raises(ValueError, match="kind 20"):
         BTF(b.build())
+
+
+def test_split_btf_numbers_after_its_base_and_reaches_into_it(tmp_path: Path) -> None:
+    """A module's BTF: its struct points to a struct of vmlinux, found through the module."""
+    vmlinux = Blob()
+    i = vmlinux.add(Kind.INT, "int", 4, tail=vmlinux.u32((1 << 24) | 32))  # signed
+    core = vmlinux.struct("core", 8, [("pad", i, 0), ("x", i, 32)])
+    module = Blob(base=vmlinux)
+    ptr = module.add(Kind.PTR, "", core)
+    module.struct("mod_thing", 16, [("n", i, 0), ("core_ptr", ptr, 64)])
+    (tmp_path / "vmlinux").write_bytes(vmlinux.build())
+    (tmp_path / "mymod").write_bytes(module.build())
+    kernel = KernelBTF(root=tmp_path, release="test")
+    assert kernel.vmlinux.composites("mod_thing") == []
+    found = resolve(kernel, "struct mod_thing", "core_ptr->x")
+    assert found == Access((8, 4), 4, "int", True, "mymod")
+    with pytest.raises(FieldError, match=r"struct core has no member y \(BTF of kernel test\)"):
+        resolve(kernel, "struct mod_thing", "core_ptr->y")
+
+
+def test_out_of_range_ids_and_strings_are_errors_not_crashes() -> None:
+    b = Blob()
+    b.add(Kind.PTR, "", 99)  # points past the last type
+    btf = BTF(b.build())
+    with pytest.raises(ValueError, match="type 99 does not exist"):
+        btf.type(btf.type(1).target)
+    b.types += b.u32(1 << 20, Kind.STRUCT << 24, 4)  # a name past the strings
+    with pytest.raises(ValueError, match="string offset 1048576 is out of range"):
+        BTF(b.build())
+
+
+def test_a_truncated_type_section_is_refused() -> None:
+    b = Blob()
+    b.add(Kind.STRUCT, "s", 4, [b.member("x", 0, 0)])
+    assert BTF(b.build()).member_offset("s", "x") == 0
+    cut = len(b.types) - 4  # the member record loses its last field
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, cut, cut, len(b.strings))
+    with pytest.raises(ValueError, match="runs past"):
+        BTF(header + bytes(b.types[:cut]) + bytes(b.strings))
+
+
+def test_a_struct_two_modules_lay_out_differently_is_refused(tmp_path: Path) -> None:
+    vmlinux = Blob()
+    i = vmlinux.add(Kind.INT, "int", 4, tail=vmlinux.u32(32))
+    (tmp_path / "vmlinux").write_bytes(vmlinux.build())
+    for module, offset in (("mod_a", 0), ("mod_b", 32), ("mod_c", 0)):
+        blob = Blob(base=vmlinux)
+        blob.struct("priv", 8, [("x", i, offset)])
+        (tmp_path / module).write_bytes(blob.build())
+    kernel = KernelBTF(root=tmp_path, release="test")
+    with pytest.raises(
+        FieldError, match=r"2 structs of that name lay it out differently \(mod_a, mod_b\)"
+    ):
+        resolve(kernel, "struct priv", "x")
+    (tmp_path / "mod_b").unlink()
+    assert resolve(KernelBTF(root=tmp_path), "struct priv", "x").offsets == (0,)
