@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..bpftrace.diagnostics import Origin
 from ..errors import ConfigError, LoadError
 from ..privsep import selection
 from ..workers.messages import (
@@ -122,8 +123,7 @@ def parse(path: Path, text: str) -> list[Program]:
     """The programs of one config file's text (native or ebpf_exporter v1), validated by the
     model and, for each metric, its label layout and decoder chain; ConfigError otherwise."""
     raw = _parse_yaml(path, text)
-    if v1.is_v1(raw):
-        raw = _from_v1(path, raw)
+    raw = _from_v1(path, raw) if v1.is_v1(raw) else _from_bpftrace(path, text, raw)
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as err:
@@ -182,6 +182,70 @@ def _from_v1(path: Path, raw: Any) -> dict[str, Any]:
         except ValueError as err:
             raise ConfigError(f'{path}: program "{program.name}": {err}') from None
     return {"programs": programs}
+
+
+def _from_bpftrace(path: Path, text: str, raw: Any) -> Any:
+    """The file with each bpftrace program translated into its native equivalent."""
+    from ..bpftrace import config as bt
+
+    programs = raw.get("programs") if isinstance(raw, dict) else None
+    if not isinstance(programs, list) or not any(bt.is_bpftrace(p) for p in programs):
+        return raw
+    native = []
+    for index, entry in enumerate(programs):
+        if not bt.is_bpftrace(entry):
+            native.append(entry)
+            continue
+        where = _program_label(raw, index)
+        clash = bt.clashes(entry)
+        if clash:
+            raise ConfigError(f"{path}: {where}: {clash}")
+        try:
+            program = bt.BpftraceProgram.model_validate(entry)
+        except ValidationError as err:
+            wrapped = {"programs": [entry]}
+            message = format_validation_error(path, wrapped, err)
+            raise ConfigError(message.replace("programs[0]", where)) from None
+        script, source = bt.script_of(program, path, _read_source(path, program.name))
+        origin = _script_origin(path, text, index) if source is None else Origin(str(source))
+        try:
+            native.append(bt.to_native(program, script, origin))
+        except ValueError as err:
+            raise ConfigError(f"{path}: {where}: {err}") from None
+    return {**raw, "programs": native}
+
+
+def _read_source(path: Path, program: str) -> Callable[[Path], str]:
+    def read(source: Path) -> str:
+        try:
+            return source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ConfigError(
+                f'{path}: program "{program}": source: cannot read {source}: {_reason(err)}'
+            ) from None
+
+    return read
+
+
+def _script_origin(path: Path, text: str, index: int) -> Origin:
+    """Where an inline script's first line is in the config file, for its diagnostics."""
+    try:
+        node = yaml.compose(text)
+        assert node is not None
+        programs = next(v for k, v in node.value if k.value == "programs")
+        entry = programs.value[index]
+        value = next(v for k, v in entry.value if k.value == "bpftrace")
+    except (yaml.YAMLError, StopIteration, AttributeError, IndexError, TypeError, AssertionError):
+        return Origin(str(path))
+    mark = value.start_mark
+    if value.style in ("|", ">"):  # a block scalar: its text starts on the next line
+        lines = text.splitlines()
+        first = mark.line + 1
+        while first < len(lines) and not lines[first].strip():
+            first += 1
+        line = lines[first] if first < len(lines) else ""
+        return Origin(str(path), first + 1, len(line) - len(line.lstrip(" ")))
+    return Origin(str(path), mark.line + 1, mark.column + (1 if value.style else 0))
 
 
 def _parse_yaml(path: Path, text: str) -> Any:

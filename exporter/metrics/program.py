@@ -44,7 +44,9 @@ class MetricReader:
         self.cpu_label = _cpu_label(program.name, where, config.labels, self.reader)
         fields, span = layout(program.name, where, config)
         key_size = self.reader.info.key_size
-        if span != key_size:
+        # A metric without labels sums every key into its one series (a bpftrace map without
+        # keys has one element, under a key of 8 bytes).
+        if span != key_size and config.labels:
             raise LoadError(
                 program.name,
                 f"{where}.labels: the labels span {span} bytes but the map's key is {key_size}",
