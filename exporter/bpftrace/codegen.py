@@ -15,6 +15,8 @@ from .types import SIGNED, STRLEN, UNSIGNED, Integer, String, Type, key_size
 # counted (bcc_exporter_map_update_failures_total).
 MAX_ENTRIES = 10240
 COMM_SIZE = 16
+# Strings live in 8-byte aligned locals, compared a word at a time.
+ALIGNED = "__attribute__((aligned(8)))"
 RAW_ARGS = 12  # arg0..arg11 of a raw tracepoint, as bpftrace allows
 
 # Code every translated program shares. bpftrace's hist() index: -1 for negatives, 0 for 0,
@@ -404,8 +406,16 @@ class Generator:
         c, typ = self.expr(f, other)
         if not isinstance(typ, String):
             raise ScriptError(node.span, f"cannot compare {typ} with a string")
+        # Word by word (strings are 8-byte aligned locals): a chain of byte compares this
+        # long made the verifier refuse the program (E2BIG).
         data = (literal.value.encode() + b"\0")[: typ.size]
-        same = " && ".join(f"{c}[{i}] == {byte}" for i, byte in enumerate(data))
+        words = []
+        for at in range(0, len(data), 8):
+            chunk = data[at : at + 8]
+            value = int.from_bytes(chunk, "little")
+            mask = (1 << (8 * len(chunk))) - 1
+            words.append(f"(((u64 *){c})[{at // 8}] & {mask:#x}ULL) == {value:#x}ULL")
+        same = " && ".join(words)
         return f"((s64)({'' if node.op == '==' else '!'}({same})))", SIGNED
 
     def builtin(self, f: Function, node: ast.Builtin) -> tuple[str, Type]:
@@ -422,7 +432,7 @@ class Generator:
             return simple[name], UNSIGNED
         if name == "comm":
             t = f.temp()
-            f.emit(f"char {t}[{COMM_SIZE}] = {{}};")
+            f.emit(f"char {t}[{COMM_SIZE}] {ALIGNED} = {{}};")
             f.emit(f"bpf_get_current_comm(&{t}, sizeof({t}));")
             return t, String(COMM_SIZE)
         if name == "probe":
@@ -455,7 +465,10 @@ class Generator:
         if typ is None:
             raise ScriptError(node.span, f"args->{node.name}: its type is not supported")
         if isinstance(typ, String):
-            return f"args->{node.name}", typ
+            t = f.temp()
+            f.emit(f"char {t}[{key_size(typ)}] {ALIGNED} = {{}};")
+            f.emit(f"__builtin_memcpy(&{t}, args->{node.name}, {typ.size});")
+            return t, typ
         return f"(({typ.c})args->{node.name})", typ
 
     def call(self, f: Function, node: ast.Call) -> tuple[str, Type]:
@@ -472,11 +485,11 @@ class Generator:
                 size = limit.value
             c, typ = self.expr(f, node.args[0])
             t = f.temp()
-            f.emit(f"char {t}[{size}] = {{}};")
+            f.emit(f"char {t}[{key_size(String(size))}] {ALIGNED} = {{}};")
             if isinstance(typ, String):
-                f.emit(f"bpf_probe_read_kernel_str(&{t}, sizeof({t}), {c});")
+                f.emit(f"bpf_probe_read_kernel_str(&{t}, {min(size, typ.size)}, {c});")
             else:
-                f.emit(f"bpf_probe_read_str(&{t}, sizeof({t}), (void *){c});")
+                f.emit(f"bpf_probe_read_str(&{t}, {size}, (void *){c});")
             return t, String(size)
         if node.name == "ksym":
             if len(node.args) != 1:

@@ -10,6 +10,7 @@ import re
 import yaml
 
 from . import workload
+from .test_wildcard import CALLS as OPEN_CALLS
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 # bpftrace prints hist() bounds with binary suffixes: [1K, 2K) is [1024, 2048).
@@ -111,3 +112,103 @@ def test_failed_opens_per_comm_count_equals_bpftrace(daemon, write_config, tmp_p
     ours = ours_plain(samples, "bcc_failed_opens_failed_total")
     assert theirs["@failed"][comm] == 13
     assert ours[frozenset({("comm", comm)})] == 13
+
+
+SLEEPS = """
+tracepoint:syscalls:sys_enter_clock_nanosleep /comm == "COMM"/ { @start[tid] = nsecs; }
+tracepoint:syscalls:sys_exit_clock_nanosleep /@start[tid]/ {
+    @ns = hist(nsecs - @start[tid]);
+    delete(@start[tid]);
+}
+"""
+
+
+def test_sleep_latency_hist_with_scratch_start_equals_bpftrace(daemon, write_config):
+    # Sleeps well inside their power-of-two buckets ([2, 4) ms, [8, 16) ms, [32, 64) ms), so
+    # the two tracers, timing the same calls a few microseconds apart, agree.
+    body = """
+    import time
+    for seconds, times in ((0.003, 5), (0.010, 3), (0.040, 2)):
+        for _ in range(times):
+            time.sleep(seconds)
+    """
+    _, theirs, samples = run_both(daemon, write_config, "sleeps", SLEEPS, body)
+    assert sum(theirs["@ns"][""].values()) == 10
+    assert ours_hist(samples, "bcc_sleeps_ns") == nonzero(theirs["@ns"][""])
+    # @start is read in an expression and deleted: scratch state, not a metric.
+    assert not [name for name, _ in samples if name.startswith("bcc_sleeps_start")]
+
+
+def test_wildcard_probe_count_equals_bpftrace(daemon, write_config, tmp_path):
+    script = 'tracepoint:syscalls:sys_enter_open* /comm == "COMM"/ { @[probe] = count(); }'
+    target = tmp_path / "target"
+    target.write_text("x")
+    _, theirs, samples = run_both(daemon, write_config, "opens", script, OPEN_CALLS, str(target))
+    expected = {
+        "tracepoint:syscalls:sys_enter_open": 5,
+        "tracepoint:syscalls:sys_enter_openat": 7,
+        "tracepoint:syscalls:sys_enter_openat2": 11,
+    }
+    assert theirs["@"] == expected
+    ours = {
+        dict(labels)["probe"]: v for labels, v in ours_plain(samples, "bcc_opens_total").items()
+    }
+    assert ours == expected
+
+
+WRITES = """
+for size in (0, 1, 50, 99, 100, 150, 999, 1000, 1001, 5000, 100, 100):
+    os.write(fd, b"x" * size)
+"""
+WRITES_PRELUDE = 'fd = os.open("/dev/null", os.O_WRONLY)\n'
+
+
+def test_sum_of_bytes_written_equals_bpftrace(daemon, write_config):
+    script = "tracepoint:syscalls:sys_enter_write { @bytes[comm] = sum(args->count); }"
+    comm, theirs, samples = run_both(
+        daemon, write_config, "writes", script, WRITES_PRELUDE + WRITES
+    )
+    assert theirs["@bytes"][comm] == 8600
+    ours = ours_plain(samples, "bcc_writes_bytes_total")
+    assert ours[frozenset({("comm", comm)})] == 8600
+
+
+def test_lhist_buckets_equal_bpftrace(daemon, write_config):
+    # Below min (0, 1, 50, 99), each step, max itself and above max (1000, 1001, 5000).
+    script = (
+        "tracepoint:syscalls:sys_enter_write { @sizes[comm] = lhist(args->count, 100, 1000, 100); }"
+    )
+    comm, theirs, samples = run_both(daemon, write_config, "sizes", script, WRITES_PRELUDE + WRITES)
+    expected = {100: 4, 200: 4, 1000: 1, math.inf: 3}
+    assert nonzero(theirs["@sizes"][comm]) == expected
+    assert ours_hist(samples, "bcc_sizes_sizes", comm=comm) == expected
+
+
+def test_two_key_map_equals_bpftrace(daemon, write_config, tmp_path):
+    script = (
+        'tracepoint:syscalls:sys_exit_openat /comm == "COMM"/ '
+        "{ @opens[pid, args->ret < 0] = count(); }"
+    )
+    body = """
+    for _ in range(4):
+        try:
+            open(sys.argv[2] + "/missing")
+        except FileNotFoundError:
+            pass
+    for _ in range(6):
+        open(sys.argv[2] + "/there").close()
+    print(os.getpid())
+    """
+    (tmp_path / "there").write_text("x")
+    comm = workload.unique_comm()
+    script = script.replace("COMM", comm)
+    exporter = daemon(f"--config.file={write_config('opens', config('opens', script))}")
+    finish = workload.bpftrace(script)
+    pid = workload.run(comm, body, str(tmp_path)).strip()
+    theirs = bpftrace_maps(finish())["@opens"]
+    assert theirs == {f"{pid}, 1": 4, f"{pid}, 0": 6}
+    ours = ours_plain(exporter.scrape(), "bcc_opens_opens_total")
+    assert ours == {
+        frozenset({("pid", pid), ("key1", "1")}): 4,
+        frozenset({("pid", pid), ("key1", "0")}): 6,
+    }
