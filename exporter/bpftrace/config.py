@@ -60,6 +60,10 @@ class BpftraceProgram(Strict):
         return self
 
 
+class Diagnostic(ValueError):
+    """A script error as bpftrace prints one: where, the line, a caret (the whole story)."""
+
+
 def is_bpftrace(raw: Any) -> bool:
     """Whether a program entry of a config file is a bpftrace one."""
     if not isinstance(raw, dict):
@@ -86,7 +90,7 @@ def to_native(
     try:
         done = Generator(tracepoints or Tracepoints()).translate(parse(script))
     except ScriptError as err:
-        raise ValueError(render(err, script, origin)) from None
+        raise Diagnostic(render(err, script, origin, f'program "{program.name}"')) from None
     listed = {m.map: Listed(m.help, m.unit, dict(m.labels)) for m in program.metrics}
     try:
         metrics = native_metrics(program.name, done, listed)

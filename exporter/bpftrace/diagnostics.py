@@ -35,9 +35,10 @@ class Origin:
     indent: int = 0
 
 
-def render(error: ScriptError, script: str, origin: Origin) -> str:
+def render(error: ScriptError, script: str, origin: Origin, what: str = "") -> str:
     """`file:line:column: error: message`, the script's line, and a caret under the spot
-    (tildes along the rest of the token), as bpftrace prints its errors."""
+    (tildes along the rest of the token), as bpftrace prints its errors; `what` (the program)
+    is said after the message."""
     start = min(error.span.start, len(script))
     line_start = script.rfind("\n", 0, start) + 1
     line_end = script.find("\n", start)
@@ -49,7 +50,8 @@ def render(error: ScriptError, script: str, origin: Origin) -> str:
     line = script.count("\n", 0, start) + origin.first_line
     indent = " " * origin.indent
     return (
-        f"{origin.path}:{line}:{column + 1 + origin.indent}: error: {error.message}\n"
+        f"{origin.path}:{line}:{column + 1 + origin.indent}: error: {error.message}"
+        f"{f' ({what})' if what else ''}\n"
         f"{indent}{text}\n"
         f"{indent}{' ' * column}^{'~' * (width - 1)}"
     )

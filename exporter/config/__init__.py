@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ..bpftrace.diagnostics import Origin
 from ..errors import ConfigError, LoadError
-from ..privsep import selection
+from ..privsep import safe_files, selection
 from ..workers.messages import (
     CompileSettings,
     ProbeBinding,
@@ -25,6 +25,15 @@ from ..workers.messages import (
 )
 from . import v1
 from .models import ConfigFile, Program
+
+# Reads a program source's bytes (an absolute path); the config worker's checks who could
+# have written it, as the spawner's do for C sources.
+ReadSource = Callable[[str], bytes]
+
+
+def _read_bytes(path: str) -> bytes:
+    return Path(path).read_bytes()
+
 
 # The repository's config/, reached through the exporter/builtin/config link that a wheel
 # carries as package data (resolved: messages name the real files of an editable install).
@@ -103,12 +112,15 @@ def read_yaml(path: Path) -> Any:
     return _parse_yaml(path, _read(path))
 
 
-def parse_all(texts: Iterable[tuple[Path, str]]) -> list[tuple[Path, Program]]:
-    """The programs of config files' text, each name defined once."""
+def parse_all(
+    texts: Iterable[tuple[Path, str]], read: ReadSource = _read_bytes
+) -> list[tuple[Path, Program]]:
+    """The programs of config files' text, each name defined once; `read` reads the
+    bpftrace scripts of `.bt` sources (the config worker reads them as the spawner reads C)."""
     found: list[tuple[Path, Program]] = []
     seen: dict[str, Path] = {}
     for path, text in texts:
-        for program in parse(path, text):
+        for program in parse(path, text, read):
             if program.name in seen:
                 raise ConfigError(
                     f'{path}: program "{program.name}": name: already defined in '
@@ -116,14 +128,30 @@ def parse_all(texts: Iterable[tuple[Path, str]]) -> list[tuple[Path, Program]]:
                 )
             seen[program.name] = path
             found.append((path, program))
+    _check_metric_names(found)
     return found
 
 
-def parse(path: Path, text: str) -> list[Program]:
+def _check_metric_names(found: list[tuple[Path, Program]]) -> None:
+    """Two programs must not export the same metric (a bpftrace map named like another
+    program's metric): the scrape would carry the family twice."""
+    owners: dict[str, tuple[Path, str]] = {}
+    for path, program in found:
+        for metric in program.metrics.all():
+            full = f"{program.namespace}_{metric.name}".removesuffix("_total")
+            other = owners.setdefault(full, (path, program.name))
+            if other[1] != program.name:
+                raise ConfigError(
+                    f'{path}: program "{program.name}": metric {program.namespace}_'
+                    f'{metric.name}: also exported by program "{other[1]}" ({other[0]})'
+                )
+
+
+def parse(path: Path, text: str, read: ReadSource = _read_bytes) -> list[Program]:
     """The programs of one config file's text (native or ebpf_exporter v1), validated by the
     model and, for each metric, its label layout and decoder chain; ConfigError otherwise."""
     raw = _parse_yaml(path, text)
-    raw = _from_v1(path, raw) if v1.is_v1(raw) else _from_bpftrace(path, text, raw)
+    raw = _from_v1(path, raw) if v1.is_v1(raw) else _from_bpftrace(path, text, raw, read)
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as err:
@@ -184,7 +212,7 @@ def _from_v1(path: Path, raw: Any) -> dict[str, Any]:
     return {"programs": programs}
 
 
-def _from_bpftrace(path: Path, text: str, raw: Any) -> Any:
+def _from_bpftrace(path: Path, text: str, raw: Any, read: ReadSource) -> Any:
     """The file with each bpftrace program translated into its native equivalent."""
     from ..bpftrace import config as bt
 
@@ -206,25 +234,32 @@ def _from_bpftrace(path: Path, text: str, raw: Any) -> Any:
             wrapped = {"programs": [entry]}
             message = format_validation_error(path, wrapped, err)
             raise ConfigError(message.replace("programs[0]", where)) from None
-        script, source = bt.script_of(program, path, _read_source(path, program.name))
+        script, source = bt.script_of(program, path, _read_source(path, program.name, read))
         origin = _script_origin(path, text, index) if source is None else Origin(str(source))
         try:
             native.append(bt.to_native(program, script, origin))
+        except bt.Diagnostic as err:
+            raise ConfigError(str(err) if source is None else f"{path}: {err}") from None
         except ValueError as err:
             raise ConfigError(f"{path}: {where}: {err}") from None
     return {**raw, "programs": native}
 
 
-def _read_source(path: Path, program: str) -> Callable[[Path], str]:
-    def read(source: Path) -> str:
+def _read_source(path: Path, program: str, read: ReadSource) -> Callable[[Path], str]:
+    def text(source: Path) -> str:
         try:
-            return source.read_text(encoding="utf-8")
+            return read(os.path.normpath(source)).decode("utf-8")
         except (OSError, UnicodeDecodeError, ValueError) as err:
             raise ConfigError(
                 f'{path}: program "{program}": source: cannot read {source}: {_reason(err)}'
             ) from None
+        except safe_files.UnsafePath as err:
+            raise ConfigError(
+                f'{path}: program "{program}": source: refusing it: {err}; '
+                f"{selection.INSECURE_HINT}"
+            ) from None
 
-    return read
+    return text
 
 
 def _script_origin(path: Path, text: str, index: int) -> Origin:
@@ -245,7 +280,9 @@ def _script_origin(path: Path, text: str, index: int) -> Origin:
             first += 1
         line = lines[first] if first < len(lines) else ""
         return Origin(str(path), first + 1, len(line) - len(line.lstrip(" ")))
-    return Origin(str(path), mark.line + 1, mark.column + (1 if value.style else 0))
+    # A flow scalar: its first line's columns are the file's, but the line shown is the
+    # script's (escapes and quotes undone), so positions are given within the script.
+    return Origin(str(path), mark.line + 1)
 
 
 def _parse_yaml(path: Path, text: str) -> Any:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 
 import yaml
 
+from ..conftest import run_cli
 from . import workload
+from .test_reload import reload
 from .test_wildcard import CALLS as OPEN_CALLS
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -212,3 +215,87 @@ def test_two_key_map_equals_bpftrace(daemon, write_config, tmp_path):
         frozenset({("pid", pid), ("key1", "1")}): 4,
         frozenset({("pid", pid), ("key1", "0")}): 6,
     }
+
+
+GETPPIDS = "for _ in range(23):\n    os.getppid()\n"
+
+
+def test_bt_source_file_and_its_metrics_block(daemon, tmp_path):
+    # @n is read in an expression: scratch, so exported only because `metrics:` lists it
+    # (with its comm label renamed); @last is a plain assignment: a gauge.
+    comm = workload.unique_comm()
+    (tmp_path / "ppid.bt").write_text(
+        f'tracepoint:syscalls:sys_enter_getppid /comm == "{comm}"/ {{\n'
+        "    @n[comm] = count();\n"
+        "    @last = @n[comm];\n"
+        "}\n"
+    )
+    (tmp_path / "ppid.yaml").write_text(
+        textwrap.dedent("""\
+        programs:
+          - name: ppid
+            source: ppid.bt
+            metrics:
+              - map: "@n"
+                help: getppid calls of the test's process.
+                labels: {comm: command}
+        """)
+    )
+    exporter = daemon(f"--config.dir={tmp_path}")
+    workload.run(comm, GETPPIDS)
+    samples = exporter.scrape()
+    assert ours_plain(samples, "bcc_ppid_n_total") == {frozenset({("command", comm)}): 23}
+    assert ours_plain(samples, "bcc_ppid_last") == {frozenset(): 23}
+    assert "# HELP bcc_ppid_n_total getppid calls of the test's process." in (
+        exporter.get("/metrics").decode()
+    )
+
+
+def test_rawtracepoint_args_and_probe_label(daemon, write_config):
+    # bpftrace 0.17 as packaged here refuses rawtracepoint probes ("Invalid probe type made it
+    # to attachpoint parser"): the workload's known count is the oracle.
+    script = "rawtracepoint:sys_enter /arg1 == 110/ { @raw[probe, comm] = count(); }"  # getppid
+    exporter = daemon(f"--config.file={write_config('raw', config('raw', script))}")
+    comm = workload.unique_comm()
+    workload.run(comm, GETPPIDS)
+    ours = ours_plain(exporter.scrape(), "bcc_raw_raw_total")
+    assert ours[frozenset({("probe", "rawtracepoint:sys_enter"), ("comm", comm)})] == 23
+
+
+def test_script_errors_exit_2_with_position_line_and_caret(write_config):
+    path = write_config(
+        "broken",
+        "programs:\n"
+        "  - name: broken\n"
+        "    bpftrace: |\n"
+        "      tracepoint:syscalls:sys_enter_openat {\n"
+        "          @opens[comm] = count(;\n"
+        "      }\n",
+    )
+    done = run_cli(f"--config.file={path}")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert (
+        f"{path}:5:32: error: syntax error: unexpected ';', expected an expression "
+        '(program "broken")\n'
+        "          @opens[comm] = count(;\n"
+        "                               ^\n"
+    ) in done.stderr
+
+
+def test_printf_is_refused_at_reload_which_fails_and_keeps_the_program(daemon, tmp_path):
+    good = "tracepoint:syscalls:sys_enter_getppid { @calls[comm] = count(); }"
+    bad = 'tracepoint:syscalls:sys_enter_getppid { printf("%d\\n", pid); }'
+    (tmp_path / "p.yaml").write_text(config("p", good))
+    exporter = daemon(f"--config.dir={tmp_path}")
+    comm = workload.unique_comm()
+    workload.run(comm, GETPPIDS)
+    (tmp_path / "p.yaml").write_text(config("p", bad))
+    assert reload(exporter) == 0
+    assert (
+        f"{tmp_path}/p.yaml:2:41: error: printf() has no meaning in an exporter: keep the value "
+        'in a map, it is exported (program "p")\n'
+        'tracepoint:syscalls:sys_enter_getppid { printf("%d\\n", pid); }\n'
+        "                                        ^~~~~~~~~~~~~~~~~~~\n"
+    ) in exporter.log()
+    assert exporter.value("bcc_p_calls_total", comm=comm) == 23
