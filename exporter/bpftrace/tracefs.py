@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import tracefs
 from ..config.probes import Probe
-from ..tracefs import TRACEFS
 from .types import Integer, String, Type
 
 _FIELD = re.compile(
@@ -29,7 +29,7 @@ class TracefsError(Exception):
 
 @dataclass
 class Tracepoints:
-    root: Path = TRACEFS
+    root: Path = field(default_factory=lambda: tracefs.TRACEFS)
     _formats: dict[tuple[str, str], dict[str, Type | None]] = field(default_factory=dict)
 
     def expand(self, category: str, event: str) -> list[tuple[str, str]]:

@@ -274,12 +274,10 @@ def _script_origin(path: Path, text: str, index: int) -> Origin:
         return Origin(str(path))
     mark = value.start_mark
     if value.style in ("|", ">"):  # a block scalar: its text starts on the next line
-        lines = text.splitlines()
-        first = mark.line + 1
-        while first < len(lines) and not lines[first].strip():
-            first += 1
-        line = lines[first] if first < len(lines) else ""
-        return Origin(str(path), first + 1, len(line) - len(line.lstrip(" ")))
+        # (leading blank lines are part of the text; the indentation is the first other's)
+        lines = text.splitlines()[mark.line + 1 :]
+        line = next((line for line in lines if line.strip()), "")
+        return Origin(str(path), mark.line + 2, len(line) - len(line.lstrip(" ")))
     # A flow scalar: its first line's columns are the file's, but the line shown is the
     # script's (escapes and quotes undone), so positions are given within the script.
     return Origin(str(path), mark.line + 1)
