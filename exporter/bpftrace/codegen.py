@@ -49,6 +49,22 @@ static __always_inline u64 bt_lhist(s64 v, s64 min, s64 max, s64 step)
         return min + ((u64)(max - min) / step + 1) * step;
     return min + ((u64)(v - min) / step + 1) * step;
 }
+
+// avg(): the sum and count behind a mean.
+struct bt_avg {
+    s64 sum;
+    u64 count;
+};
+
+// sum / count in 64-bit signed arithmetic, truncated toward zero (BPF divides unsigned).
+static __always_inline u64 bt_mean(s64 sum, u64 count)
+{
+    if (count == 0)
+        return 0;
+    if (sum < 0)
+        return -(s64)((u64)-sum / count);
+    return (u64)sum / count;
+}
 """
 
 
@@ -238,8 +254,8 @@ class Generator:
 
     def aggregate(self, f: Function, target: ast.Map, call: ast.Call) -> None:
         name = call.name
-        if name in ("avg", "stats"):
-            raise ScriptError(call.span, f"{name}() is not supported yet")
+        if name == "stats":
+            raise ScriptError(call.span, "stats() is not supported: use count(), sum() and avg()")
         arity = {"count": 0, "lhist": 4}.get(name, 1)
         if len(call.args) != arity:
             raise ScriptError(call.span, f"{name}() takes {arity} argument{'s' * (arity != 1)}")
@@ -260,6 +276,9 @@ class Generator:
             f.emit(f"{key}.bucket = bt_lhist({operand}, {bounds[0]}, {bounds[1]}, {bounds[2]});")
         p, zero = f.temp(), f.temp()
         m = facts.c_name
+        if name == "avg":
+            self.average(f, facts, key, operand, p)
+            return
         if name in ("min", "max"):
             v = f.temp()
             better = "<" if name == "min" else ">"
@@ -277,6 +296,25 @@ class Generator:
         f.emit(f"    __sync_fetch_and_add({p}, {'1' if name != 'sum' else operand});")
         f.emit("else")
         f.emit(f"    EXPORTER_UPDATE_FAILED({m});")
+
+    @staticmethod
+    def average(f: Function, facts: MapFacts, key: str, operand: str, p: str) -> None:
+        """The map holds sum / count, truncated toward zero as bpftrace prints it; both are
+        kept in a map beside it (atomic adds: racing CPUs can leave a mean one event stale
+        until the next event rewrites it)."""
+        m, totals = facts.c_name, f"bt_avg_{facts.name[1:]}"
+        v, zero, mean = f.temp(), f.temp(), f.temp()
+        f.emit(f"s64 {v} = {operand};")
+        f.emit(f"struct bt_avg {zero} = {{}}, *{p} = {totals}.lookup_or_try_init(&{key}, &{zero});")
+        f.emit(f"if ({p}) {{")
+        f.emit(f"    __sync_fetch_and_add(&{p}->sum, {v});")
+        f.emit(f"    __sync_fetch_and_add(&{p}->count, 1);")
+        f.emit(f"    u64 {mean} = bt_mean({p}->sum, {p}->count);")
+        f.emit(f"    if ({m}.update(&{key}, &{mean}))")
+        f.emit(f"        EXPORTER_UPDATE_FAILED({m});")
+        f.emit("} else {")
+        f.emit(f"    EXPORTER_UPDATE_FAILED({totals});")
+        f.emit("}")
 
     def lhist_bounds(self, call: ast.Call) -> tuple[int, int, int]:
         values = []
@@ -333,9 +371,12 @@ class Generator:
         if not fields:
             fields.append("    u64 k;")  # a map without keys has one element
         body = "\n".join(fields)
+        key = f"struct {facts.c_name}_key"
+        totals = ""
+        if facts.kind == "avg":
+            totals = f"BPF_HASH(bt_avg_{facts.name[1:]}, {key}, struct bt_avg, {MAX_ENTRIES});\n"
         return (
-            f"struct {facts.c_name}_key {{\n{body}\n}};\n"
-            f"BPF_HASH({facts.c_name}, struct {facts.c_name}_key, u64, {MAX_ENTRIES});\n"
+            f"{key} {{\n{body}\n}};\nBPF_HASH({facts.c_name}, {key}, u64, {MAX_ENTRIES});\n{totals}"
         )
 
     # -- expressions: (C expression, type)

@@ -17,6 +17,7 @@ KINDS = {
     "lhist": "histogram",
     "min": "gauge",
     "max": "gauge",
+    "avg": "gauge",
     "value": "gauge",
 }
 # Builtins whose name is a fine label name.
@@ -49,7 +50,7 @@ class MapFacts:
     def value_type(self) -> Integer:
         if self.kind == "value" and self.value is not None:
             return self.value
-        return Integer(self.kind in ("sum", "min", "max"))
+        return Integer(self.kind in ("sum", "min", "max", "avg"))
 
 
 @dataclass

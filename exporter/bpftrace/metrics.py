@@ -88,14 +88,14 @@ def _metric(
         _label(settings.labels.get(label, label), typ, probes)
         for label, typ in zip(facts.labels, keys, strict=True)
     ]
-    if not facts.keys:
-        pass
     metric: dict[str, Any] = {
         "name": name,
         "help": settings.help or _help(facts),
         "map": facts.c_name,
         "labels": labels,
     }
+    if kind == "gauge" and facts.value_type.signed:
+        metric["signed"] = True
     if kind == "histogram":
         metric["labels"].append({"name": "bucket", "size": 8, "decoders": [{"name": "uint"}]})
         metric["bucket_type"] = "fixed"

@@ -20,7 +20,11 @@ _FIELD = re.compile(
 )
 # Types the kernel's syscall tracepoints declare `int` but lay out in 8 bytes (signed:0):
 # bpftrace reads the type's name, and so do we, so that `args->dfd` is signed in both.
-_SIGNED_NAMES = re.compile(r"^(signed\s+)?(char|short|int|long|long long|s8|s16|s32|s64|pid_t)$")
+# The kernel's signed typedefs count as what they stand for, as bpftrace resolves them.
+_SIGNED_NAMES = re.compile(
+    r"^(signed\s+)?(char|short|int|long|long long|long int|s8|s16|s32|s64|__s8|__s16|__s32"
+    r"|__s64|pid_t|off_t|loff_t|ssize_t|time_t|clockid_t|key_t|mqd_t|timer_t)$"
+)
 
 
 class TracefsError(Exception):

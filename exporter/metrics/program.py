@@ -11,7 +11,7 @@ from prometheus_client.core import Metric
 
 from ..bpf.maps import MapReader, possible_cpus
 from ..bpf.syscall import MapType
-from ..config.models import Counter, Histogram, Label
+from ..config.models import Counter, Gauge, Histogram, Label
 from ..config.models import Metric as MetricConfig
 from ..decoders import SkipSeries
 from ..errors import LoadError
@@ -203,7 +203,10 @@ class ProgramCollector:
         return self._family(reader, counter_type(reader.config), self._bounded(reader, *series))
 
     def _gauge(self, reader: MetricReader) -> Metric:
-        return self._family(reader, "gauge", self._bounded(reader, *reader.summed(self.max_series)))
+        values, dropped = reader.summed(self.max_series)
+        if isinstance(reader.config, Gauge) and reader.config.signed:
+            values = {labels: _signed(value) for labels, value in values.items()}
+        return self._family(reader, "gauge", self._bounded(reader, values, dropped))
 
     def _histogram(self, reader: MetricReader, buckets: Buckets) -> Metric:
         assert reader.bucket is not None
@@ -252,6 +255,12 @@ class ProgramCollector:
                 dropped,
             )
         return list(series.items())
+
+
+def _signed(value: int) -> int:
+    """A sum of 8-byte values (over CPUs) as the two's complement number it is."""
+    value %= 1 << 64
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _name(program: LoadedProgram, config: MetricConfig) -> str:

@@ -299,3 +299,20 @@ def test_printf_is_refused_at_reload_which_fails_and_keeps_the_program(daemon, t
         "                                        ^~~~~~~~~~~~~~~~~~~\n"
     ) in exporter.log()
     assert exporter.value("bcc_p_calls_total", comm=comm) == 23
+
+
+def test_min_max_avg_of_signed_values_equal_bpftrace(daemon, write_config):
+    script = (
+        'tracepoint:syscalls:sys_enter_lseek /comm == "COMM"/ '
+        "{ @low = min(args->offset); @high = max(args->offset); @mean = avg(args->offset); }"
+    )
+    body = """
+    fd = os.open("/dev/null", os.O_RDONLY)
+    for offset in (-7, 3, 12, -20):
+        os.lseek(fd, offset, os.SEEK_CUR)
+    """
+    _, theirs, samples = run_both(daemon, write_config, "seeks", script, body)
+    assert (theirs["@low"][""], theirs["@high"][""], theirs["@mean"][""]) == (-20, 12, -3)
+    assert ours_plain(samples, "bcc_seeks_low") == {frozenset(): -20}
+    assert ours_plain(samples, "bcc_seeks_high") == {frozenset(): 12}
+    assert ours_plain(samples, "bcc_seeks_mean") == {frozenset(): -3}
