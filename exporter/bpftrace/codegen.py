@@ -82,11 +82,16 @@ class Target:
             return f"rawtracepoint:{self.event}"
         return f"tracepoint:{self.category}:{self.event}"
 
-    @property
-    def macro(self) -> str:
+    def header(self, index: int, uses_args: bool) -> tuple[str, str | None]:
+        """The C function's head, and the function name to bind to the probe when BCC does
+        not attach it itself. TRACEPOINT_PROBE only where `args` is read: BCC declares each
+        such tracepoint's record from its format file, and some formats name types BCC's
+        headers lack (key_serial_t): a wildcard over every syscall would not compile."""
         if self.kind == "rawtracepoint":
-            return f"RAW_TRACEPOINT_PROBE({self.event})"
-        return f"TRACEPOINT_PROBE({self.category}, {self.event})"
+            return f"RAW_TRACEPOINT_PROBE({self.event})", None
+        if uses_args:
+            return f"TRACEPOINT_PROBE({self.category}, {self.event})", None
+        return f"int bt_probe_{index}(void *ctx)", f"bt_probe_{index}"
 
 
 @dataclass
@@ -94,6 +99,7 @@ class Translation:
     code: str
     maps: Maps
     probes: list[str]  # probe names by the index the `probe` key holds
+    bindings: list[tuple[str, str]]  # (function, probe) the loader attaches
 
 
 @dataclass
@@ -102,7 +108,7 @@ class Function:
 
     target: Target
     index: int  # the target's probe index
-    fields: dict[str, Type | None]
+    fields: dict[str, Type | None] | None = None  # of the tracepoint, once args is read
     lines: list[str] = field(default_factory=list)
     temps: int = 0
     depth: int = 1
@@ -127,17 +133,20 @@ class Generator:
             for target in self.targets(probe):
                 function = functions.get(target)
                 if function is None:
-                    fields = self.fields(target, probe)
-                    function = functions[target] = Function(target, len(functions), fields)
+                    function = functions[target] = Function(target, len(functions))
                 self.block(function, probe)
         self.maps.check_complete()
         parts = [HELPERS]
         parts.extend(self.declare(facts) for facts in self.maps.facts.values())
+        bindings = []
         for function in functions.values():
+            head, bound = function.target.header(function.index, function.fields is not None)
+            if bound is not None:
+                bindings.append((bound, function.target.probe))
             body = "\n".join(function.lines)
-            parts.append(f"{function.target.macro}\n{{\n{body}\n    return 0;\n}}\n")
+            parts.append(f"{head}\n{{\n{body}\n    return 0;\n}}\n")
         probes = [f.target.probe for f in functions.values()]
-        return Translation("\n".join(parts), self.maps, probes)
+        return Translation("\n".join(parts), self.maps, probes, bindings)
 
     # -- probes
 
@@ -175,14 +184,6 @@ class Generator:
             point.span,
             f"{kind} probes are not supported: only tracepoint and rawtracepoint",
         )
-
-    def fields(self, target: Target, probe: ast.Probe) -> dict[str, Type | None]:
-        if target.kind != "tracepoint":
-            return {}
-        try:
-            return self.tracepoints.fields(target.category, target.event)
-        except TracefsError as err:
-            raise ScriptError(probe.attach[0].span, f"{target.probe}: {err}") from None
 
     def block(self, function: Function, probe: ast.Probe) -> None:
         function.emit(f"{{  // {', '.join(p.text for p in probe.attach)}")
@@ -500,6 +501,11 @@ class Generator:
     def field(self, f: Function, node: ast.Field) -> tuple[str, Type]:
         if f.target.kind != "tracepoint":
             raise ScriptError(node.span, "args->field is only available in tracepoint probes")
+        if f.fields is None:
+            try:
+                f.fields = self.tracepoints.fields(f.target.category, f.target.event)
+            except TracefsError as err:
+                raise ScriptError(node.span, f"{f.target.probe}: {err}") from None
         if node.name not in f.fields:
             raise ScriptError(node.span, f"{f.target.probe} has no field {node.name!r}")
         typ = f.fields[node.name]

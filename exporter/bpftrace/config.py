@@ -101,6 +101,7 @@ def to_native(
         "namespace": program.namespace,
         "default": program.default,
         "code": done.code,
+        "probes": [{"function": f, "attach": probe} for f, probe in done.bindings],
         "metrics": metrics,
     }
 

@@ -270,7 +270,10 @@ def test_a_bt_source_runs_as_native_c(tmp_path: Path) -> None:
         "tracepoint:syscalls:sys_enter_openat { @[comm] = count(); }\n"
     )
     (spec,) = load([write(tmp_path, [{"name": "opens", "source": "opens.bt"}])])
-    assert "TRACEPOINT_PROBE(syscalls, sys_enter_openat)" in spec.code
+    assert "int bt_probe_0(void *ctx)" in spec.code  # no args: bound, not TRACEPOINT_PROBE
+    assert [(p.function, [str(a) for a in p.attach]) for p in spec.program.probes] == [
+        ("bt_probe_0", ["tracepoint:syscalls:sys_enter_openat"])
+    ]
     assert spec.program.source is None and spec.program.metrics.counters[0].name == "opens_total"
 
 
