@@ -95,22 +95,28 @@ def run_both(daemon, write_config, name: str, script: str, body: str, *args: str
     return comm, theirs, exporter.scrape()
 
 
+def opens(failing: int, succeeding: int) -> str:
+    """A workload: opens of a missing file, then of one that exists (`there`, in the directory
+    given as its argument); it prints its pid."""
+    return f"""
+for _ in range({failing}):
+    try:
+        open(sys.argv[2] + "/missing")
+    except FileNotFoundError:
+        pass
+for _ in range({succeeding}):
+    open(sys.argv[2] + "/there").close()
+print(os.getpid())
+"""
+
+
 FAILED_OPENS = "tracepoint:syscalls:sys_exit_openat /args->ret < 0/ { @failed[comm] = count(); }"
 
 
 def test_failed_opens_per_comm_count_equals_bpftrace(daemon, write_config, tmp_path):
-    body = """
-    for _ in range(13):
-        try:
-            open(sys.argv[2] + "/missing")
-        except FileNotFoundError:
-            pass
-    for _ in range(5):
-        open(sys.argv[2] + "/there").close()
-    """
     (tmp_path / "there").write_text("x")
     comm, theirs, samples = run_both(
-        daemon, write_config, "failed_opens", FAILED_OPENS, body, str(tmp_path)
+        daemon, write_config, "failed_opens", FAILED_OPENS, opens(13, 5), str(tmp_path)
     )
     ours = ours_plain(samples, "bcc_failed_opens_failed_total")
     assert theirs["@failed"][comm] == 13
@@ -192,22 +198,12 @@ def test_two_key_map_equals_bpftrace(daemon, write_config, tmp_path):
         'tracepoint:syscalls:sys_exit_openat /comm == "COMM"/ '
         "{ @opens[pid, args->ret < 0] = count(); }"
     )
-    body = """
-    for _ in range(4):
-        try:
-            open(sys.argv[2] + "/missing")
-        except FileNotFoundError:
-            pass
-    for _ in range(6):
-        open(sys.argv[2] + "/there").close()
-    print(os.getpid())
-    """
     (tmp_path / "there").write_text("x")
     comm = workload.unique_comm()
     script = script.replace("COMM", comm)
     exporter = daemon(f"--config.file={write_config('opens', config('opens', script))}")
     finish = workload.bpftrace(script)
-    pid = workload.run(comm, body, str(tmp_path)).strip()
+    pid = workload.run(comm, opens(4, 6), str(tmp_path)).strip()
     theirs = bpftrace_maps(finish())["@opens"]
     assert theirs == {f"{pid}, 1": 4, f"{pid}, 0": 6}
     ours = ours_plain(exporter.scrape(), "bcc_opens_opens_total")
