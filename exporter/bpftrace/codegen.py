@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from . import ast
 from .diagnostics import ScriptError, Span
 from .maps import MapFacts, Maps
+from .parser import OUTPUT_CALLS
 from .tracefs import TracefsError, Tracepoints
 from .types import SIGNED, STRLEN, UNSIGNED, Integer, String, Type, key_size
 
@@ -17,6 +18,7 @@ MAX_ENTRIES = 10240
 COMM_SIZE = 16
 # Strings live in 8-byte aligned locals, compared a word at a time.
 ALIGNED = "__attribute__((aligned(8)))"
+AGGREGATIONS = ("count", "sum", "min", "max", "avg", "hist", "lhist", "stats")
 RAW_ARGS = 12  # arg0..arg11 of a raw tracepoint, as bpftrace allows
 
 # Code every translated program shares. bpftrace's hist() index: -1 for negatives, 0 for 0,
@@ -228,16 +230,7 @@ class Generator:
 
     def assign_map(self, f: Function, node: ast.AssignMap) -> None:
         value = node.value
-        if isinstance(value, ast.Call) and value.name in (
-            "count",
-            "sum",
-            "min",
-            "max",
-            "hist",
-            "lhist",
-            "avg",
-            "stats",
-        ):
+        if isinstance(value, ast.Call) and value.name in AGGREGATIONS:
             self.aggregate(f, node.target, value)
             return
         c, typ = self.expr(f, value)
@@ -320,12 +313,15 @@ class Generator:
     def lhist_bounds(self, call: ast.Call) -> tuple[int, int, int]:
         values = []
         for arg, what in zip(call.args[1:], ("min", "max", "step"), strict=True):
-            if not isinstance(arg, ast.Int):
+            value = _literal(arg)
+            if value is None:
                 raise ScriptError(arg.span, f"lhist() {what} must be an integer literal")
-            values.append(arg.value)
+            values.append(value)
         low, high, step = values
         if step <= 0:
             raise ScriptError(call.args[3].span, "lhist() step must be >= 1")
+        if low < 0:
+            raise ScriptError(call.args[1].span, "lhist() min must be non-negative, as in bpftrace")
         if high <= low:
             raise ScriptError(call.args[2].span, "lhist() max must be greater than min")
         if (high - low) // step > 1000:
@@ -544,13 +540,11 @@ class Generator:
             c, typ = self.expr(f, node.args[0])
             self.need_integer(node.args[0], typ, "ksym()")
             return c, Integer(False, "ksym")
-        if node.name in ("count", "sum", "min", "max", "hist", "lhist", "avg", "stats"):
+        if node.name in AGGREGATIONS:
             raise ScriptError(
                 node.span,
                 f"{node.name}() is only supported as a map's value: @m = {node.name}(...)",
             )
-        from .parser import OUTPUT_CALLS
-
         if node.name in OUTPUT_CALLS:
             raise ScriptError(node.span, OUTPUT_CALLS[node.name])
         raise ScriptError(node.span, f"{node.name}() is not supported")
@@ -560,3 +554,12 @@ class Generator:
         if not isinstance(typ, Integer):
             raise ScriptError(node.span, f"{where} takes an integer, not a {typ}")
         return typ
+
+
+def _literal(node: ast.Expr) -> int | None:
+    """An integer literal's value, negative ones included (-1 parses as a unary minus)."""
+    if isinstance(node, ast.Int):
+        return node.value
+    if isinstance(node, ast.Unary) and node.op == "-" and isinstance(node.operand, ast.Int):
+        return -node.operand.value
+    return None

@@ -74,7 +74,7 @@ def is_bpftrace(raw: Any) -> bool:
 
 def clashes(raw: dict[str, Any]) -> str | None:
     """Why the entry mixes bpftrace with C code, if it does."""
-    if "bpftrace" in raw and ("code" in raw or "source" in raw):
+    if sum(key in raw for key in ("code", "source", "bpftrace")) > 1:
         return "give exactly one of code (inline C), source (a file) or bpftrace"
     return None
 

@@ -20,6 +20,8 @@ KINDS = {
     "avg": "gauge",
     "value": "gauge",
 }
+# Characters of a map's name after its `@`, plus the `@` (see Maps.use).
+MAX_NAME = 25
 # Builtins whose name is a fine label name.
 _NAMED_BUILTINS = {"comm", "pid", "tid", "cpu", "uid", "gid", "probe", "retval"}
 _NAMED_CALLS = ("str", "ksym", "usym")
@@ -61,6 +63,12 @@ class Maps:
         """The map, with its key types checked against every earlier use."""
         facts = self.facts.get(node.name)
         if facts is None:
+            if len(node.name) > MAX_NAME:
+                raise ScriptError(
+                    node.span,
+                    f"map names of up to {MAX_NAME} characters: the kernel counts a map's "
+                    "failed updates under its C name (bt_avg_<name>), 31 bytes at most",
+                )
             facts = MapFacts(node.name, keys, label_names(node.keys), node.span)
             self.facts[node.name] = facts
         elif facts.keys != keys:

@@ -118,6 +118,8 @@ def test_an_unknown_function_is_underlined() -> None:
         ("@x = retval", "the retval builtin can only be used with kretprobe", "     ^~~~~~"),
         ("@x = pid ? 1 : 2", "the ternary operator is not supported", "         ^"),
         ("@x = curtask", "the curtask builtin is not supported", "     ^~~~~~~"),
+        ("@x = lhist(1, -1, 10, 1)", "lhist() min must be non-negative", " " * 14 + "^~"),
+        ("@" + "a" * 30 + " = count()", "map names of up to 25 characters", "^" + "~" * 30),
         (
             "@x = args->nope",
             "tracepoint:syscalls:sys_enter_open has no field 'nope'",
