@@ -21,10 +21,12 @@ ALIGNED = "__attribute__((aligned(8)))"
 AGGREGATIONS = ("count", "sum", "min", "max", "avg", "hist", "lhist", "stats")
 RAW_ARGS = 12  # arg0..arg11 of a raw tracepoint, as bpftrace allows
 
-# Code every translated program shares. bpftrace's hist() index: -1 for negatives, 0 for 0,
-# 1 for 1, k + 1 for [2^k, 2^(k+1)); the map key is that bucket's (exclusive) upper bound,
-# the `le` it is exported as: 0, 1, 2, 4, ... (metrics.py). lhist(): the key is the upper bound
-# of bpftrace's bucket, `min` for below-min, past the last bound for its last bucket.
+# Code every translated program shares. hist(): bpftrace's buckets are negatives, 0, 1, then
+# [2^k, 2^(k+1)); the map key is the bucket's (exclusive) upper bound, the `le` it is exported
+# as: 0, 1, 2, 4, ... (metrics.py). bpftrace 0.17's log2 shifts by 16, 8, 4, 2, 1 at most, so
+# every value from 2^31 up lands in the bucket it prints as [2G, 4G): here it is +Inf only.
+# lhist(): the key is the upper bound of bpftrace's bucket, `min` for below-min, past the last
+# bound for its last bucket.
 HELPERS = """\
 static __always_inline u64 bt_hist(s64 n)
 {
@@ -33,8 +35,9 @@ static __always_inline u64 bt_hist(s64 n)
     if (n == 0)
         return 1;
     u64 v = n;
+    if (v >> 31)
+        return 1ULL << 32;  // past the last bound: +Inf only
     int bits = 0;
-    if (v >> 32) { v >>= 32; bits += 32; }
     if (v >> 16) { v >>= 16; bits += 16; }
     if (v >> 8) { v >>= 8; bits += 8; }
     if (v >> 4) { v >>= 4; bits += 4; }

@@ -4,7 +4,8 @@ Names: `<program>_<map>` (`<program>` for the unnamed map `@`), `_total` on coun
 exporter puts `<namespace>_` before them. Bucket keys are the (exclusive) upper bounds of
 bpftrace's buckets, exported as `le` (the convention of the project's exp2 histograms: a bucket
 holds values below its bound):
-- hist(): negatives le 0, 0 in le 1, 1 in le 2, [2^k, 2^(k+1)) in le 2^(k+1).
+- hist(): negatives le 0, 0 in le 1, 1 in le 2, [2^k, 2^(k+1)) in le 2^(k+1) up to 2^31;
+  from 2^31 on (bpftrace 0.17's last bucket, printed [2G, 4G)) in +Inf only.
 - lhist(min, max, step): below min in le min, [min + (i-1)step, min + i*step) in le
   min + i*step, and bpftrace's last bucket (from min + N*step, N = (max - min) / step, on) in
   +Inf only.
@@ -20,7 +21,9 @@ from .codegen import Translation
 from .maps import KINDS, MapFacts
 from .types import Integer, String, Type, key_size
 
-HIST_BOUNDS = [0, *(1 << k for k in range(64))]  # 0, 1, 2, 4, ... 2^63
+# 0, 1, 2, 4, ... 2^31: bpftrace 0.17 counts every value from 2^31 up in one last bucket
+# (its log2 stops there; it prints it as [2G, 4G)), exported as +Inf only.
+HIST_BOUNDS = [0, *(1 << k for k in range(32))]
 # unit -> (metric name suffix, multiplier to it); only histograms scale their values.
 UNITS = {
     "nanoseconds": ("seconds", "0.000000001"),

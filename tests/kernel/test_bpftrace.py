@@ -31,8 +31,9 @@ def _number(text: str) -> int:
 
 
 def _upper_bound(bucket: str) -> float:
-    """The `le` a bpftrace bucket is exported as: its exclusive upper bound."""
-    if bucket.endswith("...)"):
+    """The `le` a bpftrace bucket is exported as: its exclusive upper bound. bpftrace 0.17's
+    hist() counts every value from 2^31 up in the bucket it prints as [2G, 4G): +Inf."""
+    if bucket.endswith("...)") or bucket == "[2G, 4G)":
         return math.inf
     if bucket.startswith("(..., "):
         return _number(bucket[6:-1])
@@ -313,3 +314,35 @@ def test_min_max_avg_of_signed_values_equal_bpftrace(daemon, write_config):
     assert ours_plain(samples, "bcc_seeks_low") == {frozenset(): -20}
     assert ours_plain(samples, "bcc_seeks_high") == {frozenset(): 12}
     assert ours_plain(samples, "bcc_seeks_mean") == {frozenset(): -3}
+
+
+def test_hist_and_lhist_edges_equal_bpftrace(daemon, write_config):
+    # Negatives, 0 and 1 on their own, powers of two and their neighbours (bpftrace prints
+    # 1024 as 1K); an lhist whose range is not a multiple of its step, below and above it.
+    script = (
+        'tracepoint:syscalls:sys_enter_lseek /comm == "COMM" && args->fd == 99/ '
+        "{ @h = hist(args->offset); @l = lhist(args->offset, 2, 12, 3); }"
+    )
+    body = """
+    fd = os.dup2(os.open("/dev/null", os.O_RDONLY), 99)
+    for offset in (-5, -1, 0, 1, 1, 2, 3, 4, 7, 8, 11, 12, 13, 1023, 1024, 1025, 2**31 - 1,
+                   2**31, 2**40):
+        os.lseek(fd, offset, os.SEEK_CUR)
+    """
+    _, theirs, samples = run_both(daemon, write_config, "edges", script, body)
+    assert nonzero(theirs["@h"][""]) == {
+        0: 2,
+        1: 1,
+        2: 2,
+        4: 2,
+        8: 2,
+        16: 4,
+        1024: 1,
+        2048: 2,
+        2**31: 1,
+        math.inf: 2,
+    }
+    assert ours_hist(samples, "bcc_edges_h") == nonzero(theirs["@h"][""])
+    # [2, 5) [5, 8) [8, 11) and bpftrace's last bucket from 11 on, printed [12, ...).
+    assert nonzero(theirs["@l"][""]) == {2: 5, 5: 3, 8: 1, 11: 1, math.inf: 9}
+    assert ours_hist(samples, "bcc_edges_l") == nonzero(theirs["@l"][""])
