@@ -280,7 +280,7 @@ def test_script_errors_exit_2_with_position_line_and_caret(write_config):
     ) in done.stderr
 
 
-def test_printf_is_refused_at_reload_which_fails_and_keeps_the_program(daemon, tmp_path):
+def test_printf_fails_a_reload_and_the_same_script_again_keeps_its_counts(daemon, tmp_path):
     good = "tracepoint:syscalls:sys_enter_getppid { @calls[comm] = count(); }"
     bad = 'tracepoint:syscalls:sys_enter_getppid { printf("%d\\n", pid); }'
     (tmp_path / "p.yaml").write_text(config("p", good))
@@ -295,6 +295,13 @@ def test_printf_is_refused_at_reload_which_fails_and_keeps_the_program(daemon, t
         'tracepoint:syscalls:sys_enter_getppid { printf("%d\\n", pid); }\n'
         "                                        ^~~~~~~~~~~~~~~~~~~\n"
     ) in exporter.log()
+    assert exporter.value("bcc_p_calls_total", comm=comm) == 23
+    # The same script again translates to the same program: kept as it runs, counts and all.
+    ids = exporter.program_ids("p")
+    assert ids
+    (tmp_path / "p.yaml").write_text(config("p", good))
+    assert reload(exporter) == 1
+    assert exporter.program_ids("p") == ids
     assert exporter.value("bcc_p_calls_total", comm=comm) == 23
 
 
