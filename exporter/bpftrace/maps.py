@@ -22,6 +22,8 @@ KINDS = {
 }
 # Characters of a map's name after its `@`, plus the `@` (see Maps.use).
 MAX_NAME = 25
+# A histogram's own: its bucket key, and the `le` it is exported with.
+RESERVED_LABELS = ("bucket", "le")
 # Builtins whose name is a fine label name.
 _NAMED_BUILTINS = {"comm", "pid", "tid", "cpu", "uid", "gid", "probe", "retval"}
 _NAMED_CALLS = ("str", "ksym", "usym")
@@ -101,7 +103,8 @@ def label_names(keys: tuple[ast.Expr, ...]) -> tuple[str, ...]:
     names: list[str] = []
     for index, key in enumerate(keys):
         name = _label(key)
-        names.append(name if name and name not in names else f"key{index}")
+        taken = name in names or name in RESERVED_LABELS
+        names.append(name if name and not taken else f"key{index}")
     return tuple(names)
 
 
