@@ -353,3 +353,15 @@ def test_hist_and_lhist_edges_equal_bpftrace(daemon, write_config):
     # [2, 5) [5, 8) [8, 11) and bpftrace's last bucket from 11 on, printed [12, ...).
     assert nonzero(theirs["@l"][""]) == {2: 5, 5: 3, 8: 1, 11: 1, math.inf: 9}
     assert ours_hist(samples, "bcc_edges_l") == nonzero(theirs["@l"][""])
+
+
+def test_a_bt_source_others_could_write_is_refused(tmp_path):
+    script = tmp_path / "opens.bt"
+    script.write_text("tracepoint:syscalls:sys_enter_openat { @[comm] = count(); }\n")
+    script.chmod(0o666)
+    path = tmp_path / "opens.yaml"
+    path.write_text(yaml.safe_dump({"programs": [{"name": "opens", "source": "opens.bt"}]}))
+    done = run_cli(f"--config.file={path}")
+    assert done.returncode == 2
+    assert f'{path}: program "opens": source: refusing it: ' in done.stderr
+    assert "Traceback" not in done.stderr
