@@ -174,6 +174,8 @@ class Generator:
         if kind == "rawtracepoint" and len(parts) == 1 and parts[0]:
             if "*" in parts[0] or "?" in parts[0]:
                 raise ScriptError(point.span, "wildcards in rawtracepoint probes are not supported")
+            if not parts[0].isidentifier():
+                raise ScriptError(point.span, f"{parts[0]!r} is not a tracepoint name")
             return [Target("rawtracepoint", "", parts[0])]
         if kind in ("tracepoint", "rawtracepoint"):
             raise ScriptError(

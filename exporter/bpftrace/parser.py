@@ -181,7 +181,7 @@ class Parser:
                 break
             op = self.take()
             right = self.expression(level + 1, in_predicate)
-            left = ast.Binary(op.text, left, right, _span(left).to(_span(right)))
+            left = ast.Binary(op.text, left, right, left.span.to(right.span))
         if self.is_("?"):
             raise ScriptError(self.token.span, "the ternary operator is not supported")
         return left
@@ -191,7 +191,7 @@ class Parser:
         if token.kind == "punct" and token.text in UNARY:
             self.take()
             operand = self.unary(in_predicate)
-            return ast.Unary(token.text, operand, token.span.to(_span(operand)))
+            return ast.Unary(token.text, operand, token.span.to(operand.span))
         if token.kind == "punct" and token.text in ("*", "&", "++", "--"):
             raise ScriptError(token.span, f"'{token.text}' is not supported here")
         return self.postfix(self.primary())
@@ -205,7 +205,7 @@ class Parser:
             if name.kind != "ident":
                 raise self.unexpected("a field name after args->")
             self.take()
-            return self.postfix(ast.Field(name.text, _span(expr).to(name.span)))
+            return self.postfix(ast.Field(name.text, expr.span.to(name.span)))
         if self.is_("["):
             raise ScriptError(self.token.span, "indexing is only supported on maps: @m[key]")
         return expr
@@ -263,10 +263,6 @@ class Parser:
 
 def _is_args(expr: ast.Expr) -> bool:
     return isinstance(expr, ast.Builtin) and expr.name == "args"
-
-
-def _span(expr: ast.Expr) -> Span:
-    return expr.span
 
 
 def parse(script: str) -> ast.Script:
