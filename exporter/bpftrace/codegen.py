@@ -3,6 +3,7 @@ order, the blocks attached to it; expressions typed as bpftrace types them as th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import ast
@@ -47,6 +48,10 @@ class Target:
         if uses_args:
             return f"TRACEPOINT_PROBE({self.category}, {self.event})", None
         return f"int bt_probe_{index}(void *ctx)", f"bt_probe_{index}"
+
+
+# Emits the C that writes a string into the buffer it is given.
+Writer = Callable[[str], None]
 
 
 @dataclass
@@ -291,8 +296,12 @@ class Generator:
         span: Span | None = None,
         extra: tuple[Type, ...] = (),
     ) -> tuple[str, MapFacts]:
-        """A local key struct for the map element, filled; and the map."""
-        values = [self.expr(f, k) for k in node.keys]
+        """A local key struct for the map element, filled; and the map. Strings are written
+        straight into the key (a copy would double their stack: 512 bytes in all)."""
+        values: list[tuple[str | Writer, Type]] = []
+        for item in node.keys:
+            source = self.string(f, item)
+            values.append((source[1], source[0]) if source else self.expr(f, item))
         types = tuple(t for _, t in values) + extra
         if kind is None:
             facts = self.maps.use(node, types)
@@ -301,11 +310,11 @@ class Generator:
         k = f.temp()
         f.emit(f"struct {facts.c_name}_key {k};")
         f.emit(f"__builtin_memset(&{k}, 0, sizeof({k}));")
-        for index, (c, typ) in enumerate(values):
-            if isinstance(typ, String):
-                f.emit(f"__builtin_memcpy(&{k}.k{index}, {c}, {typ.size});")
-            else:
+        for index, (c, _) in enumerate(values):
+            if isinstance(c, str):
                 f.emit(f"{k}.k{index} = {c};")
+            else:
+                c(f"{k}.k{index}")
         return k, facts
 
     def declare(self, facts: MapFacts) -> str:
@@ -334,6 +343,13 @@ class Generator:
     # -- expressions: (C expression, type)
 
     def expr(self, f: Function, node: ast.Expr) -> tuple[str, Type]:
+        source = self.string(f, node)
+        if source is not None:
+            text, write = source
+            t = f.temp()
+            f.emit(f"char {t}[{key_size(text)}] {ALIGNED} = {{}};")
+            write(t)
+            return t, text
         if isinstance(node, ast.Int):
             if node.value >= 1 << 63:
                 return f"{node.value}ULL", UNSIGNED
@@ -411,6 +427,35 @@ class Generator:
         same = " && ".join(words)
         return f"((s64)({'' if node.op == '==' else '!'}({same})))", SIGNED
 
+    def string(self, f: Function, node: ast.Expr) -> tuple[String, Writer] | None:
+        """A string-valued expression (comm, str(), a char array of args): its type, and what
+        writes it into a zeroed buffer the caller names (a key's field, or a temporary)."""
+        if isinstance(node, ast.Builtin) and node.name == "comm":
+            return String(COMM_SIZE), lambda to: f.emit(
+                f"bpf_get_current_comm(&{to}, {COMM_SIZE});"
+            )
+        if isinstance(node, ast.Field):
+            c, typ = self.field(f, node)
+            if isinstance(typ, String):
+                return typ, lambda to: f.emit(f"__builtin_memcpy(&{to}, {c}, {typ.size});")
+            return None
+        if not (isinstance(node, ast.Call) and node.name == "str"):
+            return None
+        if not 1 <= len(node.args) <= 2:
+            raise ScriptError(node.span, "str() takes a pointer and an optional length")
+        size = STRLEN
+        if len(node.args) == 2:
+            limit = node.args[1]
+            if not isinstance(limit, ast.Int) or not 1 <= limit.value <= STRLEN:
+                raise ScriptError(limit.span, f"str() length must be a literal from 1 to {STRLEN}")
+            size = limit.value
+        c, typ = self.expr(f, node.args[0])
+        if isinstance(typ, String):
+            read = f"bpf_probe_read_kernel_str(&{{}}, {min(size, typ.size)}, {c});"
+        else:
+            read = f"bpf_probe_read_str(&{{}}, {size}, (void *){c});"
+        return String(size), lambda to: f.emit(read.format(to))
+
     def builtin(self, f: Function, node: ast.Builtin) -> tuple[str, Type]:
         name = node.name
         simple = {
@@ -423,11 +468,6 @@ class Generator:
         }
         if name in simple:
             return simple[name], UNSIGNED
-        if name == "comm":
-            t = f.temp()
-            f.emit(f"char {t}[{COMM_SIZE}] {ALIGNED} = {{}};")
-            f.emit(f"bpf_get_current_comm(&{t}, sizeof({t}));")
-            return t, String(COMM_SIZE)
         if name == "probe":
             return f"{f.index}ULL", Integer(False, "probe")
         if name.startswith("arg") and name[3:].isdigit():
@@ -463,32 +503,10 @@ class Generator:
         if typ is None:
             raise ScriptError(node.span, f"args->{node.name}: its type is not supported")
         if isinstance(typ, String):
-            t = f.temp()
-            f.emit(f"char {t}[{key_size(typ)}] {ALIGNED} = {{}};")
-            f.emit(f"__builtin_memcpy(&{t}, args->{node.name}, {typ.size});")
-            return t, typ
+            return f"args->{node.name}", typ  # for string(): copied where it is wanted
         return f"(({typ.c})args->{node.name})", typ
 
     def call(self, f: Function, node: ast.Call) -> tuple[str, Type]:
-        if node.name == "str":
-            if not 1 <= len(node.args) <= 2:
-                raise ScriptError(node.span, "str() takes a pointer and an optional length")
-            size = STRLEN
-            if len(node.args) == 2:
-                limit = node.args[1]
-                if not isinstance(limit, ast.Int) or not 1 <= limit.value <= STRLEN:
-                    raise ScriptError(
-                        limit.span, f"str() length must be a literal from 1 to {STRLEN}"
-                    )
-                size = limit.value
-            c, typ = self.expr(f, node.args[0])
-            t = f.temp()
-            f.emit(f"char {t}[{key_size(String(size))}] {ALIGNED} = {{}};")
-            if isinstance(typ, String):
-                f.emit(f"bpf_probe_read_kernel_str(&{t}, {min(size, typ.size)}, {c});")
-            else:
-                f.emit(f"bpf_probe_read_str(&{t}, {size}, (void *){c});")
-            return t, String(size)
         if node.name == "ksym":
             if len(node.args) != 1:
                 raise ScriptError(node.span, "ksym() takes one address")

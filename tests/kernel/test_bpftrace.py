@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 import textwrap
+from pathlib import Path
 
 import yaml
 
@@ -365,3 +367,19 @@ def test_a_bt_source_others_could_write_is_refused(tmp_path):
     assert done.returncode == 2
     assert f'{path}: program "opens": source: refusing it: ' in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_str_of_a_user_pointer_as_key_equals_bpftrace(daemon, write_config):
+    script = (
+        'tracepoint:syscalls:sys_enter_openat /comm == "COMM"/ '
+        "{ @files[str(args->filename)] = count(); }"
+    )
+    # A short directory: str() reads 64 bytes (63 characters), as bpftrace does.
+    with tempfile.TemporaryDirectory(dir="/tmp") as directory:
+        Path(directory, "there").write_text("x")
+        _, theirs, samples = run_both(daemon, write_config, "files", script, opens(2, 3), directory)
+    expected = {f"{directory}/missing": 2, f"{directory}/there": 3}
+    assert {k: v for k, v in theirs["@files"].items() if k.startswith(directory)} == expected
+    ours = ours_plain(samples, "bcc_files_files_total")
+    named = {dict(labels)["filename"]: value for labels, value in ours.items()}
+    assert {k: v for k, v in named.items() if k.startswith(directory)} == expected
