@@ -22,6 +22,9 @@ COMM_SIZE = 16
 ALIGNED = "__attribute__((aligned(8)))"
 AGGREGATIONS = ("count", "sum", "min", "max", "avg", "hist", "lhist", "stats")
 RAW_ARGS = 12  # arg0..arg11 of a raw tracepoint, as bpftrace allows
+# The code of a script whose tracepoints this kernel lacks: bound to the missing one, so that
+# the compile worker reports the program unavailable, and the others run.
+UNAVAILABLE = "int bt_unavailable(void *ctx)\n{\n    return 0;\n}\n"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Generator:
     def __init__(self, tracepoints: Tracepoints) -> None:
         self.tracepoints = tracepoints
         self.maps = Maps()
+        self.missing: list[str] = []  # tracepoints this kernel does not have
 
     def translate(self, script: ast.Script) -> Translation:
         functions: dict[Target, Function] = {}
@@ -95,6 +99,8 @@ class Generator:
                 if function is None:
                     function = functions[target] = Function(target, len(functions))
                 self.block(function, probe)
+        if self.missing:
+            return Translation(UNAVAILABLE, self.maps, [], [("bt_unavailable", self.missing[0])])
         self.maps.check_complete()
         parts = [HELPERS]
         parts.extend(self.declare(facts) for facts in self.maps.facts.values())
@@ -123,8 +129,11 @@ class Generator:
         if kind == "tracepoint" and len(parts) == 2 and all(parts):
             try:
                 found = self.tracepoints.expand(*parts)
-            except TracefsError as err:
-                raise ScriptError(point.span, f"{point.text}: {err}") from None
+            except TracefsError:
+                # Not on this kernel: the program is unavailable here, as a C program whose
+                # probe is missing (the loader says why); the rest of the script is checked.
+                self.missing.append(f"tracepoint:{parts[0]}:{parts[1]}")
+                return []
             return [Target("tracepoint", c, e) for c, e in found]
         if kind == "rawtracepoint" and len(parts) == 1 and parts[0]:
             if "*" in parts[0] or "?" in parts[0]:

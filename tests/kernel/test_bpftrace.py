@@ -383,3 +383,26 @@ def test_str_of_a_user_pointer_as_key_equals_bpftrace(daemon, write_config):
     ours = ours_plain(samples, "bcc_files_files_total")
     named = {dict(labels)["filename"]: value for labels, value in ours.items()}
     assert {k: v for k, v in named.items() if k.startswith(directory)} == expected
+
+
+def test_a_tracepoint_this_kernel_lacks_makes_the_program_unavailable_not_the_config(
+    daemon, write_config
+):
+    text = yaml.safe_dump(
+        {
+            "programs": [
+                {
+                    "name": "here",
+                    "bpftrace": "tracepoint:syscalls:sys_enter_getppid { @[comm] = count(); }",
+                },
+                {"name": "elsewhere", "bpftrace": "tracepoint:nope:none { @[comm] = count(); }"},
+            ]
+        }
+    )
+    exporter = daemon(f"--config.file={write_config('two', text)}")
+    comm = workload.unique_comm()
+    workload.run(comm, GETPPIDS)
+    assert exporter.value("bcc_exporter_enabled_programs", program="here") == 1
+    assert exporter.value("bcc_exporter_enabled_programs", program="elsewhere") == 0
+    assert exporter.value("bcc_here_total", comm=comm) == 23
+    assert "tracepoint:nope:none: no such tracepoint on this kernel" in exporter.log()

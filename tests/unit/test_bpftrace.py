@@ -142,11 +142,19 @@ def test_unsupported_constructs_are_refused_where_they_are(
         ("BEGIN", "BEGIN probes have no meaning in an exporter"),
         ("interval:s:1", "interval probes have no meaning in an exporter"),
         ("kprobe:vfs_read", "kprobe probes are not supported: only tracepoint and rawtracepoint"),
-        ("tracepoint:nope:none", "tracepoint:nope:none: no such tracepoint on this kernel"),
     ],
 )
 def test_probes_outside_the_subset_are_refused(probe: str, message: str) -> None:
     assert message in error(f"{probe} {{ @x = count(); }}").split("\n")[0]
+
+
+def test_a_script_on_a_tracepoint_this_kernel_lacks_is_bound_to_it_and_nothing_else() -> None:
+    done = native(
+        "tracepoint:syscalls:sys_enter_openat { @x = count(); }\n"
+        "tracepoint:nope:none { @y[args->field] = count(); }"
+    )
+    assert done["probes"] == [{"function": "bt_unavailable", "attach": "tracepoint:nope:none"}]
+    assert "bt_unavailable" in done["code"] and "BPF_HASH" not in done["code"]
 
 
 # -- maps and metrics
