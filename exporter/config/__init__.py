@@ -231,9 +231,12 @@ def _from_bpftrace(path: Path, text: str, raw: Any, read: ReadSource) -> Any:
         try:
             program = bt.BpftraceProgram.model_validate(entry)
         except ValidationError as err:
-            wrapped = {"programs": [entry]}
-            message = format_validation_error(path, wrapped, err)
-            raise ConfigError(message.replace("programs[0]", where)) from None
+            # The entry was validated alone: its problems are located within it.
+            lines = format_validation_error(path, entry, err).splitlines()
+            prefix = f"{path}: "
+            raise ConfigError(
+                "\n".join(f"{prefix}{where}: {line.removeprefix(prefix)}" for line in lines)
+            ) from None
         script, source = bt.script_of(program, path, _read_source(path, program.name, read))
         origin = _script_origin(path, text, index) if source is None else Origin(str(source))
         try:

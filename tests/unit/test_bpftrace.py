@@ -325,3 +325,11 @@ def test_inline_script_errors_point_into_the_config_file(tmp_path: Path) -> None
         "        @x = count(;\n"
         "                   ^"
     )
+
+
+def test_field_errors_of_a_bpftrace_program_name_the_program(tmp_path: Path) -> None:
+    script = "tracepoint:syscalls:sys_enter_openat { @x = count(); }"
+    path = write(tmp_path, [{"name": "p", "bpftrace": script, "cflags": ["-O2"]}])
+    with pytest.raises(ConfigError) as caught:
+        load([path])
+    assert str(caught.value) == f'{path}: program "p": cflags: unknown field'
