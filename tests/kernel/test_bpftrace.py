@@ -307,18 +307,24 @@ def test_printf_fails_a_reload_and_the_same_script_again_keeps_its_counts(daemon
     assert exporter.value("bcc_p_calls_total", comm=comm) == 23
 
 
+# lseek(2) on fd 99 only: Python itself seeks its own files (offset 0) now and then.
+SEEKS = 'tracepoint:syscalls:sys_enter_lseek /comm == "COMM" && args->fd == 99/ '
+
+
+def seeks(*offsets: int) -> str:
+    """A workload: lseek(2) by each offset (signed values the test can choose exactly)."""
+    return f"""
+fd = os.dup2(os.open("/dev/null", os.O_RDONLY), 99)
+for offset in {offsets!r}:
+    os.lseek(fd, offset, os.SEEK_CUR)
+"""
+
+
 def test_min_max_avg_of_signed_values_equal_bpftrace(daemon, write_config):
-    script = (
-        # fd 99 only: Python itself seeks its own files (offset 0) now and then.
-        'tracepoint:syscalls:sys_enter_lseek /comm == "COMM" && args->fd == 99/ '
+    script = SEEKS + (
         "{ @low = min(args->offset); @high = max(args->offset); @mean = avg(args->offset); }"
     )
-    body = """
-    fd = os.dup2(os.open("/dev/null", os.O_RDONLY), 99)
-    for offset in (-7, 3, 12, -20):
-        os.lseek(fd, offset, os.SEEK_CUR)
-    """
-    _, theirs, samples = run_both(daemon, write_config, "seeks", script, body)
+    _, theirs, samples = run_both(daemon, write_config, "seeks", script, seeks(-7, 3, 12, -20))
     assert (theirs["@low"][""], theirs["@high"][""], theirs["@mean"][""]) == (-20, 12, -3)
     assert ours_plain(samples, "bcc_seeks_low") == {frozenset(): -20}
     assert ours_plain(samples, "bcc_seeks_high") == {frozenset(): 12}
@@ -328,16 +334,9 @@ def test_min_max_avg_of_signed_values_equal_bpftrace(daemon, write_config):
 def test_hist_and_lhist_edges_equal_bpftrace(daemon, write_config):
     # Negatives, 0 and 1 on their own, powers of two and their neighbours (bpftrace prints
     # 1024 as 1K); an lhist whose range is not a multiple of its step, below and above it.
-    script = (
-        'tracepoint:syscalls:sys_enter_lseek /comm == "COMM" && args->fd == 99/ '
-        "{ @h = hist(args->offset); @l = lhist(args->offset, 2, 12, 3); }"
-    )
-    body = """
-    fd = os.dup2(os.open("/dev/null", os.O_RDONLY), 99)
-    for offset in (-5, -1, 0, 1, 1, 2, 3, 4, 7, 8, 11, 12, 13, 1023, 1024, 1025, 2**31 - 1,
-                   2**31, 2**40):
-        os.lseek(fd, offset, os.SEEK_CUR)
-    """
+    script = SEEKS + "{ @h = hist(args->offset); @l = lhist(args->offset, 2, 12, 3); }"
+    edges = (-5, -1, 0, 1, 1, 2, 3, 4, 7, 8, 11, 12, 13, 1023, 1024, 1025, 2**31 - 1, 2**31)
+    body = seeks(*edges, 2**40)
     _, theirs, samples = run_both(daemon, write_config, "edges", script, body)
     assert nonzero(theirs["@h"][""]) == {
         0: 2,
