@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..bpftrace.diagnostics import Origin
 from ..errors import ConfigError, LoadError
-from ..privsep import selection
+from ..privsep import safe_files, selection
 from ..workers.messages import (
     CompileSettings,
     ProbeBinding,
@@ -24,6 +25,15 @@ from ..workers.messages import (
 )
 from . import v1
 from .models import ConfigFile, Program
+
+# Reads a program source's bytes (an absolute path); the config worker's checks who could
+# have written it, as the spawner's do for C sources.
+ReadSource = Callable[[str], bytes]
+
+
+def _read_bytes(path: str) -> bytes:
+    return Path(path).read_bytes()
+
 
 # The repository's config/, reached through the exporter/builtin/config link that a wheel
 # carries as package data (resolved: messages name the real files of an editable install).
@@ -102,12 +112,15 @@ def read_yaml(path: Path) -> Any:
     return _parse_yaml(path, _read(path))
 
 
-def parse_all(texts: Iterable[tuple[Path, str]]) -> list[tuple[Path, Program]]:
-    """The programs of config files' text, each name defined once."""
+def parse_all(
+    texts: Iterable[tuple[Path, str]], read: ReadSource = _read_bytes
+) -> list[tuple[Path, Program]]:
+    """The programs of config files' text, each name defined once; `read` reads the
+    bpftrace scripts of `.bt` sources (the config worker reads them as the spawner reads C)."""
     found: list[tuple[Path, Program]] = []
     seen: dict[str, Path] = {}
     for path, text in texts:
-        for program in parse(path, text):
+        for program in parse(path, text, read):
             if program.name in seen:
                 raise ConfigError(
                     f'{path}: program "{program.name}": name: already defined in '
@@ -115,15 +128,30 @@ def parse_all(texts: Iterable[tuple[Path, str]]) -> list[tuple[Path, Program]]:
                 )
             seen[program.name] = path
             found.append((path, program))
+    _check_metric_names(found)
     return found
 
 
-def parse(path: Path, text: str) -> list[Program]:
+def _check_metric_names(found: list[tuple[Path, Program]]) -> None:
+    """Two programs must not export the same metric (a bpftrace map named like another
+    program's metric): the scrape would carry the family twice."""
+    owners: dict[str, tuple[Path, str]] = {}
+    for path, program in found:
+        for metric in program.metrics.all():
+            full = f"{program.namespace}_{metric.name}".removesuffix("_total")
+            other = owners.setdefault(full, (path, program.name))
+            if other[1] != program.name:
+                raise ConfigError(
+                    f'{path}: program "{program.name}": metric {program.namespace}_'
+                    f'{metric.name}: also exported by program "{other[1]}" ({other[0]})'
+                )
+
+
+def parse(path: Path, text: str, read: ReadSource = _read_bytes) -> list[Program]:
     """The programs of one config file's text (native or ebpf_exporter v1), validated by the
     model and, for each metric, its label layout and decoder chain; ConfigError otherwise."""
     raw = _parse_yaml(path, text)
-    if v1.is_v1(raw):
-        raw = _from_v1(path, raw)
+    raw = _from_v1(path, raw) if v1.is_v1(raw) else _from_bpftrace(path, text, raw, read)
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as err:
@@ -182,6 +210,80 @@ def _from_v1(path: Path, raw: Any) -> dict[str, Any]:
         except ValueError as err:
             raise ConfigError(f'{path}: program "{program.name}": {err}') from None
     return {"programs": programs}
+
+
+def _from_bpftrace(path: Path, text: str, raw: Any, read: ReadSource) -> Any:
+    """The file with each bpftrace program translated into its native equivalent."""
+    from ..bpftrace import config as bt
+
+    programs = raw.get("programs") if isinstance(raw, dict) else None
+    if not isinstance(programs, list) or not any(bt.is_bpftrace(p) for p in programs):
+        return raw
+    native = []
+    for index, entry in enumerate(programs):
+        if not bt.is_bpftrace(entry):
+            native.append(entry)
+            continue
+        where = _program_label(raw, index)
+        clash = bt.clashes(entry)
+        if clash:
+            raise ConfigError(f"{path}: {where}: {clash}")
+        try:
+            program = bt.BpftraceProgram.model_validate(entry)
+        except ValidationError as err:
+            # The entry was validated alone: its problems are located within it.
+            lines = format_validation_error(path, entry, err).splitlines()
+            prefix = f"{path}: "
+            raise ConfigError(
+                "\n".join(f"{prefix}{where}: {line.removeprefix(prefix)}" for line in lines)
+            ) from None
+        script, source = bt.script_of(program, path, _read_source(path, program.name, read))
+        origin = _script_origin(path, text, index) if source is None else Origin(str(source))
+        try:
+            native.append(bt.to_native(program, script, origin))
+        except bt.Diagnostic as err:
+            raise ConfigError(str(err) if source is None else f"{path}: {err}") from None
+        except ValueError as err:
+            raise ConfigError(f"{path}: {where}: {err}") from None
+    return {**raw, "programs": native}
+
+
+def _read_source(path: Path, program: str, read: ReadSource) -> Callable[[Path], str]:
+    def text(source: Path) -> str:
+        try:
+            return read(os.path.normpath(source)).decode("utf-8")
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ConfigError(
+                f'{path}: program "{program}": source: cannot read {source}: {_reason(err)}'
+            ) from None
+        except safe_files.UnsafePath as err:
+            raise ConfigError(
+                f'{path}: program "{program}": source: refusing it: {err}; '
+                f"{selection.INSECURE_HINT}"
+            ) from None
+
+    return text
+
+
+def _script_origin(path: Path, text: str, index: int) -> Origin:
+    """Where an inline script's first line is in the config file, for its diagnostics."""
+    try:
+        node = yaml.compose(text)
+        assert node is not None
+        programs = next(v for k, v in node.value if k.value == "programs")
+        entry = programs.value[index]
+        value = next(v for k, v in entry.value if k.value == "bpftrace")
+    except (yaml.YAMLError, StopIteration, AttributeError, IndexError, TypeError, AssertionError):
+        return Origin(str(path))
+    mark = value.start_mark
+    if value.style in ("|", ">"):  # a block scalar: its text starts on the next line
+        # (leading blank lines are part of the text; the indentation is the first other's)
+        lines = text.splitlines()[mark.line + 1 :]
+        line = next((line for line in lines if line.strip()), "")
+        return Origin(str(path), mark.line + 2, len(line) - len(line.lstrip(" ")))
+    # A flow scalar: its first line's columns are the file's, but the line shown is the
+    # script's (escapes and quotes undone), so positions are given within the script.
+    return Origin(str(path), mark.line + 1)
 
 
 def _parse_yaml(path: Path, text: str) -> Any:

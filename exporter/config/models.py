@@ -106,7 +106,9 @@ class Counter(Metric):
 
 
 class Gauge(Metric):
-    pass
+    signed: bool = Field(
+        False, description="values are 8-byte two's complement (bpftrace's min, max, avg)"
+    )
 
 
 # Buckets one histogram may have: each is a series per label set (exp2 needs 64 at most).

@@ -19,7 +19,11 @@ class Uint:
             raise DecoderError("uint decodes a raw field, so it must be the first decoder")
         if size not in _WIDTHS:
             raise DecoderError(f"uint decodes 1, 2, 4 or 8 bytes, not {size}")
-        self._signed = flag(options, V1, "uint") and size == 8
+        # `signed: true`: a two's complement value (bpftrace's signed integer keys).
+        signed = flag(options, "signed", "uint")
+        if signed and size != 8:
+            raise DecoderError("uint signed: true decodes 8 bytes")
+        self._signed = signed or (flag(options, V1, "uint") and size == 8)
 
     def decode(self, data: bytes) -> bytes:
         # The map key was written by the kernel of this host, hence native byte order.

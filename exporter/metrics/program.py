@@ -11,7 +11,7 @@ from prometheus_client.core import Metric
 
 from ..bpf.maps import MapReader, possible_cpus
 from ..bpf.syscall import MapType
-from ..config.models import Counter, Histogram, Label
+from ..config.models import Counter, Gauge, Histogram, Label
 from ..config.models import Metric as MetricConfig
 from ..decoders import SkipSeries
 from ..errors import LoadError
@@ -80,7 +80,9 @@ class MetricReader:
         self.cpu_label = _cpu_label(program.name, where, config.labels, self.reader)
         fields, span = layout(program.name, where, config)
         key_size = self.reader.info.key_size
-        if span != key_size:
+        # A metric without labels sums every key into its one series (a bpftrace map without
+        # keys has one element, under a key of 8 bytes).
+        if span != key_size and config.labels:
             raise LoadError(
                 program.name,
                 f"{where}.labels: the labels span {span} bytes but the map's key is {key_size}",
@@ -255,7 +257,10 @@ class ProgramCollector:
         return self._family(reader, counter_type(reader.config), self._bounded(reader, *series))
 
     def _gauge(self, reader: MetricReader) -> Metric:
-        return self._family(reader, "gauge", self._bounded(reader, *reader.summed(self.max_series)))
+        values, dropped, count = reader.summed(self.max_series)
+        if isinstance(reader.config, Gauge) and reader.config.signed:
+            values = {labels: _signed(value) for labels, value in values.items()}
+        return self._family(reader, "gauge", self._bounded(reader, values, dropped, count))
 
     def _histogram(self, reader: MetricReader, buckets: Buckets) -> Metric:
         assert reader.bucket is not None
@@ -306,6 +311,12 @@ class ProgramCollector:
                 count,
             )
         return list(series.items())
+
+
+def _signed(value: int) -> int:
+    """A sum of 8-byte values (over CPUs) as the two's complement number it is."""
+    value %= 1 << 64
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _name(program: LoadedProgram, config: MetricConfig) -> str:

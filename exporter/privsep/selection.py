@@ -26,6 +26,7 @@ from . import safe_files
 T = TypeVar("T")
 CONFIG_WORKER = "exporter.config.worker"
 CONFIG_TIMEOUT = 60.0
+INSECURE_FLAG = "--config.allow-insecure-permissions"
 INSECURE_HINT = "fix it (chmod go-w / chown) or pass --config.allow-insecure-permissions"
 
 
@@ -121,7 +122,7 @@ def read(settings: Settings, python: str) -> list[tuple[ProgramDescription, Comp
     for path in paths:
         data = _guarded(path, partial(safe_files.read, path, settings.insecure))
         texts.append({"path": path, "text": _text(path, data)})
-    programs = _validate(texts, python)
+    programs = _validate(texts, python, settings.insecure)
     flags = (settings.config_dir is not None, bool(settings.names), bool(settings.files))
     if default_only(*flags) and not settings.every_builtin:
         programs = [p for p in programs if p.default]
@@ -195,11 +196,12 @@ def _check_include_dirs(config: ProgramConfig) -> None:
                 ) from None
 
 
-def _validate(texts: list[dict[str, str]], python: str) -> list[ProgramConfig]:
+def _validate(texts: list[dict[str, str]], python: str, insecure: bool) -> list[ProgramConfig]:
     """The config worker's verdict on the files' text: their programs, or why not."""
     try:
         done = subprocess.run(
-            runner.command(python, CONFIG_WORKER),
+            # The worker reads .bt sources itself: it translates them as it validates.
+            runner.command(python, CONFIG_WORKER, *([INSECURE_FLAG] if insecure else [])),
             input=json.dumps(texts).encode(),
             capture_output=True,
             cwd="/",

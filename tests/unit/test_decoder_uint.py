@@ -50,3 +50,10 @@ def test_v1_wraps_above_2_63_as_go_int() -> None:
     assert decoder.decode((2**63).to_bytes(8, sys.byteorder)) == b"-9223372036854775808"
     assert decoder.decode((2**63 - 1).to_bytes(8, sys.byteorder)) == b"9223372036854775807"
     assert Uint({"v1": True}, 4).decode(b"\xff\xff\xff\xff") == b"4294967295"
+
+
+def test_signed_reads_twos_complement_of_8_bytes() -> None:
+    assert Uint({"signed": True}, 8).decode((-2).to_bytes(8, sys.byteorder, signed=True)) == b"-2"
+    with pytest.raises(DecoderError) as e:
+        Uint({"signed": True}, 4)
+    assert str(e.value) == "uint signed: true decodes 8 bytes"

@@ -1,0 +1,335 @@
+"""exporter.bpftrace: parsing, diagnostics, and what a script translates into (C and the
+native metrics), against a tracefs made of the kernel's own format files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter import tracefs
+from exporter.bpftrace import ast
+from exporter.bpftrace.config import BpftraceProgram, Diagnostic, to_native
+from exporter.bpftrace.diagnostics import Origin, ScriptError, render
+from exporter.bpftrace.parser import parse
+from exporter.bpftrace.tracefs import parse_format
+from exporter.bpftrace.types import Integer, String
+from exporter.config import load
+from exporter.errors import ConfigError
+
+COMMON = """\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+"""
+# As Linux 6.18 shows them (syscall arguments are 8 bytes, whatever their declared type).
+FORMATS = {
+    "syscalls/sys_enter_openat": COMMON + "\tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;\n"
+    "\tfield:const char * filename;\toffset:24;\tsize:8;\tsigned:0;\n",
+    "syscalls/sys_enter_open": COMMON
+    + "\tfield:const char * filename;\toffset:16;\tsize:8;\tsigned:0;\n",
+    "syscalls/sys_exit_openat": COMMON + "\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n",
+    "syscalls/sys_enter_write": COMMON + "\tfield:size_t count;\toffset:32;\tsize:8;\tsigned:0;\n",
+    "sched/sched_switch": "\tfield:char prev_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n"
+    "\tfield:__data_loc char[] name;\toffset:24;\tsize:4;\tsigned:0;\n",
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_tracefs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "tracing"
+    for number, (event, fields) in enumerate(FORMATS.items()):
+        directory = root / "events" / event
+        directory.mkdir(parents=True)
+        (directory / "id").write_text(f"{700 + number}\n")
+        (directory / "format").write_text(f'name: {event}\nformat:\n{fields}\nprint fmt: ""\n')
+    monkeypatch.setattr(tracefs, "TRACEFS", root)
+    return root
+
+
+def native(script: str, **program: Any) -> dict[str, Any]:
+    model = BpftraceProgram.model_validate({"name": "p", "bpftrace": script, **program})
+    return to_native(model, script, Origin("t.bt"))
+
+
+def metrics(script: str, **program: Any) -> dict[str, Any]:
+    return {m["name"]: m for kind in native(script, **program)["metrics"].values() for m in kind}
+
+
+def error(script: str) -> str:
+    with pytest.raises(Diagnostic) as caught:
+        native(script)
+    return str(caught.value)
+
+
+# -- parsing
+
+
+def test_operators_bind_as_in_c() -> None:
+    probe = parse("t:a:b /1 + 2 * 3 < 4 && 5/ { @x = count(); }").probes[0]
+    assert isinstance(probe.predicate, ast.Binary) and probe.predicate.op == "&&"
+    less = probe.predicate.left
+    assert isinstance(less, ast.Binary) and less.op == "<"
+    plus = less.left
+    assert isinstance(plus, ast.Binary) and plus.op == "+"
+    assert isinstance(plus.right, ast.Binary) and plus.right.op == "*"
+
+
+def test_a_predicate_ends_at_its_slash_and_divides_in_parentheses() -> None:
+    probe = parse("t:a:b /(pid / 2) == 1/ { @x = count() }").probes[0]
+    assert isinstance(probe.predicate, ast.Binary)
+    assert isinstance(probe.predicate.left, ast.Binary) and probe.predicate.left.op == "/"
+
+
+def test_several_probes_share_a_block() -> None:
+    probe = parse("tracepoint:a:b, rawtracepoint:c { @x = count(); }").probes[0]
+    assert [a.text for a in probe.attach] == ["tracepoint:a:b", "rawtracepoint:c"]
+
+
+def test_a_parse_error_is_position_line_and_caret() -> None:
+    script = "t:a:b {\n  @x = count( }"
+    with pytest.raises(ScriptError) as caught:
+        parse(script)
+    assert render(caught.value, script, Origin("f.bt")) == (
+        "f.bt:2:15: error: syntax error: unexpected '}', expected an expression\n"
+        "  @x = count( }\n"
+        "              ^"
+    )
+
+
+def test_an_unknown_function_is_underlined() -> None:
+    assert error("tracepoint:syscalls:sys_enter_open {\n  @x = foo(1);\n}") == (
+        't.bt:2:8: error: foo() is not supported (program "p")\n  @x = foo(1);\n       ^~~~~~'
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "message", "caret"),
+    [
+        ('printf("x")', "printf() has no meaning in an exporter", "^~~~~~~~~~~"),
+        ("exit()", "exit() has no meaning in an exporter", "^~~~~~"),
+        ("@x++", "'++' is not supported", "  ^~"),
+        ("if (pid) { @x = count() }", "'if' is not supported", "^~"),
+        ("@x = retval", "the retval builtin can only be used with kretprobe", "     ^~~~~~"),
+        ("@x = pid ? 1 : 2", "the ternary operator is not supported", "         ^"),
+        ("@x = curtask", "the curtask builtin is not supported", "     ^~~~~~~"),
+        ("@x = lhist(1, -1, 10, 1)", "lhist() min must be non-negative", " " * 14 + "^~"),
+        ("@" + "a" * 30 + " = count()", "map names of up to 25 characters", "^" + "~" * 30),
+        (
+            "@x = args->nope",
+            "tracepoint:syscalls:sys_enter_open has no field 'nope'",
+            "     ^~~~~~~~~~",
+        ),
+    ],
+)
+def test_unsupported_constructs_are_refused_where_they_are(
+    script: str, message: str, caret: str
+) -> None:
+    text = error(f"tracepoint:syscalls:sys_enter_open {{ {script}; }}")
+    head, line, mark = text.split("\n")
+    assert head.startswith("t.bt:1:") and message in head
+    assert mark == " " * (len("tracepoint:syscalls:sys_enter_open { ")) + caret
+
+
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        ("BEGIN", "BEGIN probes have no meaning in an exporter"),
+        ("interval:s:1", "interval probes have no meaning in an exporter"),
+        ("kprobe:vfs_read", "kprobe probes are not supported: only tracepoint and rawtracepoint"),
+    ],
+)
+def test_probes_outside_the_subset_are_refused(probe: str, message: str) -> None:
+    assert message in error(f"{probe} {{ @x = count(); }}").split("\n")[0]
+
+
+def test_a_script_on_a_tracepoint_this_kernel_lacks_is_bound_to_it_and_nothing_else() -> None:
+    done = native(
+        "tracepoint:syscalls:sys_enter_openat { @x = count(); }\n"
+        "tracepoint:nope:none { @y[args->field] = count(); }"
+    )
+    assert done["probes"] == [{"function": "bt_unavailable", "attach": "tracepoint:nope:none"}]
+    assert "bt_unavailable" in done["code"] and "BPF_HASH" not in done["code"]
+
+
+# -- maps and metrics
+
+
+def test_counter_names_labels_and_scratch_maps() -> None:
+    found = metrics(
+        "tracepoint:syscalls:sys_enter_openat {\n"
+        "    @start[tid] = nsecs; @opens[comm, str(args->filename)] = count();\n"
+        "}\n"
+        "tracepoint:syscalls:sys_exit_openat /@start[tid]/ {\n"
+        "    @ = sum(nsecs - @start[tid]); delete(@start[tid]);\n"
+        "}"
+    )
+    assert sorted(found) == ["p_opens_total", "p_total"]  # @start is scratch
+    opens = found["p_opens_total"]
+    assert opens["map"] == "at_opens"
+    assert [(lab["name"], lab["size"], lab["decoders"]) for lab in opens["labels"]] == [
+        ("comm", 16, [{"name": "string"}]),
+        ("filename", 64, [{"name": "string"}]),
+    ]
+    assert found["p_total"]["labels"] == []
+
+
+def test_label_names_from_key_expressions() -> None:
+    found = metrics(
+        "tracepoint:syscalls:sys_exit_openat { @a[pid, pid, args->ret < 0, args->ret] = count(); }"
+    )
+    labels = found["p_a_total"]["labels"]
+    assert [lab["name"] for lab in labels] == ["pid", "key1", "key2", "ret"]
+    # args->ret is a signed long; pid is unsigned, as bpftrace types them.
+    assert labels[3]["decoders"] == [{"name": "uint", "signed": True}]
+    assert labels[0]["decoders"] == [{"name": "uint", "signed": False}]
+
+
+def test_probe_label_of_a_wildcard_names_each_tracepoint() -> None:
+    found = metrics("tracepoint:syscalls:sys_enter_open* { @[probe] = count(); }")
+    (label,) = found["p_total"]["labels"]
+    assert label["decoders"][1] == {
+        "name": "static_map",
+        "static_map": {
+            0: "tracepoint:syscalls:sys_enter_open",
+            1: "tracepoint:syscalls:sys_enter_openat",
+        },
+    }
+
+
+def test_hist_and_lhist_bucket_bounds() -> None:
+    found = metrics(
+        "tracepoint:syscalls:sys_enter_write {\n"
+        "    @h = hist(args->count); @l[comm] = lhist(args->count, 100, 1050, 100);\n"
+        "}"
+    )
+    assert found["p_h"]["bucket_type"] == "fixed"
+    assert found["p_h"]["bucket_keys"][:5] == [0, 1, 2, 4, 8]
+    assert found["p_h"]["bucket_keys"][-1] == 2**31
+    # (1050 - 100) // 100 = 9 buckets past min, as bpftrace counts them.
+    assert found["p_l"]["bucket_keys"] == [100 * i for i in range(1, 11)]
+    assert [lab["name"] for lab in found["p_l"]["labels"]] == ["comm", "bucket"]
+
+
+def test_listed_maps_are_exported_with_their_settings() -> None:
+    found = metrics(
+        "tracepoint:syscalls:sys_enter_openat {\n"
+        "    @start[tid] = nsecs; @lat = hist(nsecs - @start[tid]);\n"
+        "}",
+        metrics=[
+            {"map": "@start", "help": "pending opens", "labels": {"tid": "thread"}},
+            {"map": "@lat", "unit": "nanoseconds"},
+        ],
+    )
+    assert found["p_start"]["help"] == "pending opens"
+    assert found["p_start"]["labels"][0]["name"] == "thread"
+    assert found["p_lat_seconds"]["bucket_multiplier"] == 1e-9
+
+
+@pytest.mark.parametrize(
+    ("listed", "message"),
+    [
+        ({"map": "@nope"}, "metrics: map: the script has no map @nope (maps: @x)"),
+        (
+            {"map": "@x", "labels": {"pid": "p"}},
+            "metrics: labels: @x has no key pid (its keys: comm)",
+        ),
+        ({"map": "@x", "unit": "nanoseconds"}, "metrics: unit: nanoseconds: only histograms scale"),
+    ],
+)
+def test_metrics_entries_that_do_not_fit_the_script(listed: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        native("tracepoint:syscalls:sys_enter_openat { @x[comm] = count(); }", metrics=[listed])
+    assert str(caught.value).startswith(message)
+
+
+def test_a_map_keeps_one_kind_and_one_key_type() -> None:
+    assert "@x is assigned sum() here and count() before" in error(
+        "tracepoint:syscalls:sys_enter_openat { @x = count(); @x = sum(1); }"
+    )
+    assert "@x is used with key [string[16]] here and [unsigned int64] before" in error(
+        "tracepoint:syscalls:sys_enter_openat { @x[pid] = count(); @x[comm] = count(); }"
+    )
+
+
+def test_format_fields_are_typed_as_bpftrace_types_them() -> None:
+    fields = parse_format(FORMATS["syscalls/sys_enter_openat"] + FORMATS["sched/sched_switch"])
+    assert fields["dfd"] == Integer(True)  # declared int, laid out in 8 bytes
+    assert fields["filename"] == Integer(False)
+    assert fields["prev_comm"] == String(16)
+    assert fields["name"] is None  # __data_loc: not supported
+    assert "common_pid" not in fields
+
+
+# -- in config files
+
+
+def write(tmp_path: Path, programs: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"programs": programs}))
+    return path
+
+
+def test_a_bt_source_runs_as_native_c(tmp_path: Path) -> None:
+    (tmp_path / "opens.bt").write_text(
+        "tracepoint:syscalls:sys_enter_openat { @[comm] = count(); }\n"
+    )
+    (spec,) = load([write(tmp_path, [{"name": "opens", "source": "opens.bt"}])])
+    assert "int bt_probe_0(void *ctx)" in spec.code  # no args: bound, not TRACEPOINT_PROBE
+    assert [(p.function, [str(a) for a in p.attach]) for p in spec.program.probes] == [
+        ("bt_probe_0", ["tracepoint:syscalls:sys_enter_openat"])
+    ]
+    assert spec.program.source is None and spec.program.metrics.counters[0].name == "opens_total"
+
+
+def test_code_and_bpftrace_together_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, [{"name": "x", "code": "int a;", "bpftrace": "t:a:b { @ = count() }"}])
+    with pytest.raises(ConfigError) as caught:
+        load([path])
+    assert str(caught.value) == (
+        f'{path}: program "x": give exactly one of code (inline C), source (a file) or bpftrace'
+    )
+
+
+def test_a_metric_name_another_program_exports_is_refused_naming_both(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        [
+            {"name": "a", "bpftrace": "tracepoint:syscalls:sys_enter_openat { @b_c = count(); }"},
+            {"name": "a_b", "bpftrace": "tracepoint:syscalls:sys_enter_openat { @c = count(); }"},
+        ],
+    )
+    with pytest.raises(ConfigError) as caught:
+        load([path])
+    assert str(caught.value) == (
+        f'{path}: program "a_b": metric bcc_a_b_c_total: also exported by program "a" ({path})'
+    )
+
+
+def test_inline_script_errors_point_into_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "programs:\n  - name: p\n    bpftrace: |\n\n      tracepoint:syscalls:sys_enter_openat {\n"
+        "        @x = count(;\n      }\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load([path])
+    assert str(caught.value) == (
+        f"{path}:6:20: error: syntax error: unexpected ';', expected an expression "
+        '(program "p")\n'
+        "        @x = count(;\n"
+        "                   ^"
+    )
+
+
+def test_field_errors_of_a_bpftrace_program_name_the_program(tmp_path: Path) -> None:
+    script = "tracepoint:syscalls:sys_enter_openat { @x = count(); }"
+    path = write(tmp_path, [{"name": "p", "bpftrace": script, "cflags": ["-O2"]}])
+    with pytest.raises(ConfigError) as caught:
+        load([path])
+    assert str(caught.value) == f'{path}: program "p": cflags: unknown field'
