@@ -10,7 +10,8 @@
 // the task put on this CPU, how long it waited) until the task leaves that CPU again: the next
 // sched_switch on this CPU has it as prev (a running task does not change CPU) and runs in its
 // context, so current's cgroup is the task's.
-// A latency is thus counted when the task that waited stops running, not when it starts. When
+// A latency is thus counted when the task that waited stops running, not when it starts (and
+// not at all when that is the task's death: see sched_switch). When
 // the kernel drops a sched_switch event, prev does not match the pending task: that latency is
 // lost, never given to another task.
 //
@@ -102,7 +103,12 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     u64 now = bpf_ktime_get_ns();
     u64 prev = ctx->args[1], next = ctx->args[2];
     u32 prev_state = ctx->args[3];
-    count_pending(pending, prev);
+    // Not the wait of a task whose last switch this is: it has left its cgroup's task list
+    // (cgroup_exit), so its parent may have reaped it and removed the cgroup meanwhile, and its
+    // keys would come back after cgroup_rmdir deleted them (seen 1 cgroup in 2,000). Each
+    // process loses the wait before its final stretch of exit.
+    if (prev_state != TASK_DEAD)
+        count_pending(pending, prev);
     pending->task = 0;
 
     if (ctx->args[0] || prev_state == TASK_RUNNING) {

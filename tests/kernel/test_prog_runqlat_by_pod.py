@@ -89,13 +89,14 @@ def test_a_pods_waits_match_the_schedulers_account(daemon, write_config, node):
     # one latency; here a latency needs its task's switch off the CPU as well.
     on, off = delivered(before, after, proc.pid)
     missed = recursion_misses(after, "runqlat_by_pod") - recursion_misses(before, "runqlat_by_pod")
-    lost = (kernel.pcount - on) + (kernel.pcount - off) + missed
+    # Plus its last wait, ended by the switch of its death: not counted (the program says why).
+    lost = (kernel.pcount - on) + (kernel.pcount - off) + missed + 1
     why = (kernel, ours, on, off, missed)
     assert kernel.pcount >= N + 1, why  # released, then back from each sleep
     assert kernel.pcount - lost <= ours.total <= kernel.pcount, why
     # runqlat got the same events but needs no switch off the CPU to count a latency.
     theirs = scraped(before, after, "bcc_runqueue_latency_target_seconds")
-    assert theirs.total - (kernel.pcount - off) <= ours.total <= theirs.total, (why, theirs)
+    assert theirs.total - (kernel.pcount - off) - 1 <= ours.total <= theirs.total, (why, theirs)
     # Each program reads the clock itself and truncates to whole us: 2 us a latency apart.
     assert ours.sum is not None and theirs.sum is not None
     if ours.total == theirs.total:
