@@ -84,6 +84,7 @@ class Start:
 
 def run(opts: Options) -> list[Section]:
     programs, config = opts.programs, opts.config
+    load = os.getloadavg()[0]
     starts = [one_start(opts, config, f"start{i}") for i in range(opts.pick(3, 1))]
     starts.sort(key=lambda s: s.complete)
     typical = starts[len(starts) // 2]
@@ -142,6 +143,13 @@ def run(opts: Options) -> list[Section]:
     )
     section.tables.append(program_table(typical))
     section.notes += path_notes(typical)
+    sampled = [s.memory for s in starts if s.memory]
+    samples = sum(m.samples for m in sampled)
+    section.notes.append(
+        f"Memory: {samples} samples, {sum(m.busy for m in sampled) / max(samples, 1) * 1e3:.1f} ms "
+        f"each on average. Load average (1 min) when the bench began: {load:.2f}"
+        + (" (the machine was shared: times are longer than on an idle one)." if load > 1 else ".")
+    )
     return [section, cpu_section(opts, typical), one_program_section(opts)]
 
 

@@ -20,6 +20,7 @@ class TreePeak:
     def __init__(self, pid: int) -> None:
         self.rss_mb = self.pss_mb = 0.0
         self.samples = 0
+        self.busy = 0.0  # seconds spent sampling: reading smaps_rollup walks page tables
         self._pid = pid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -27,12 +28,14 @@ class TreePeak:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
+            began = time.monotonic()
             rss = pss = 0
             for pid in tree(self._pid):
                 fields = rollup(pid)
                 rss, pss = rss + fields.get("Rss", 0), pss + fields.get("Pss", 0)
             self.rss_mb, self.pss_mb = max(self.rss_mb, rss / 1024), max(self.pss_mb, pss / 1024)
             self.samples += 1
+            self.busy += time.monotonic() - began
             time.sleep(INTERVAL)
 
     def stop(self) -> TreePeak:
