@@ -101,10 +101,8 @@ def run(opts: Options) -> list[Section]:
         "process's exit, which comes after every program is detached.",
         [],
     )
-    first = median([s.complete for s in starts])
+    first, rss, pss = medians(starts)
     stop = median([s.stop for s in starts])
-    rss = median([s.memory.rss_mb for s in starts if s.memory])
-    pss = median([s.memory.pss_mb for s in starts if s.memory])
     exits = {s.exit_code for s in starts}
     serial = sum(p.ready - p.started for p in typical.programs.values() if p.ready)
     runs = f"median of {len(starts)}"
@@ -150,10 +148,10 @@ def run(opts: Options) -> list[Section]:
         f"each on average. Load average (1 min) when the bench began: {load:.2f}"
         + (" (the machine was shared: times are longer than on an idle one)." if load > 1 else ".")
     )
-    return [section, cpu_section(opts, typical), one_program_section(opts)]
+    return [section, cpu_section(opts, starts), one_program_section(opts)]
 
 
-def cpu_section(opts: Options, here: Start) -> Section:
+def cpu_section(opts: Options, here: list[Start]) -> Section:
     """The default config started as if the kernel reported more CPUs: the spawner sizes its
     compile slots from usable_cpus(), which honours PRETEND_CPUS (for benchmarks only)."""
     section = Section(
@@ -165,40 +163,38 @@ def cpu_section(opts: Options, here: Start) -> Section:
         "only for benchmarks: this machine cannot show more CPUs than it has, so the compiles "
         "of a larger node share its "
         f"{len(os.sched_getaffinity(0))} CPUs and take longer; the memory "
-        "figures are what the count changes. One fresh daemon per N; peaks as above.",
+        "figures are what the count changes. Fresh daemons for each N; peaks as above.",
         [],
     )
     memory = available_memory()
-    rows = [(f"{usable_cpus()} (this machine)", here)]
-    rows += [
-        (str(n), one_start(opts, opts.config, f"start-cpus{n}", cpus=n)) for n in PRETENDED_CPUS
-    ]
+    runs = opts.pick(3, 1)
+    rows = [(usable_cpus(), " (this machine)", medians(here))]
+    for n in PRETENDED_CPUS:
+        starts = [one_start(opts, opts.config, f"start-cpus{n}-{i}", cpus=n) for i in range(runs)]
+        rows.append((n, "", medians(starts)))
     table = Table(
         [
             "CPUs",
             "compile slots",
-            "start to first complete scrape",
-            "tree peak RSS sum",
-            "tree peak PSS sum",
+            f"start to first complete scrape (median of {runs})",
+            "tree peak RSS sum (median)",
+            "tree peak PSS sum (median)",
             f"target (PSS ≤ {PSS_TARGET:g} MB)",
         ]
     )
-    for label, start in rows:
-        cpus = int(label.split()[0])
-        pss = start.memory.pss_mb if start.memory else 0.0
+    for cpus, remark, (complete, rss, pss) in rows:
         table.rows.append(
             [
-                label,
+                f"{cpus}{remark}",
                 str(compile_slots(cpus, memory)),
-                f"{start.complete:.2f} s",
-                f"{start.memory.rss_mb if start.memory else 0.0:.0f} MB",
+                f"{complete:.2f} s",
+                f"{rss:.0f} MB",
                 f"{pss:.0f} MB",
                 verdict(section, pss <= PSS_TARGET),
             ]
         )
     section.tables.append(table)
-    base = here.memory.pss_mb if here.memory else 0.0
-    largest = max(s.memory.pss_mb for _, s in rows[1:] if s.memory)
+    base, largest = rows[0][2][2], max(pss for _, _, (_, _, pss) in rows[1:])
     growth = largest / base if base else 0.0
     section.tables.append(
         Table(
@@ -217,6 +213,16 @@ def cpu_section(opts: Options, here: Start) -> Section:
     return section
 
 
+def medians(starts: list[Start]) -> tuple[float, float, float]:
+    """Start to first complete scrape, tree peak RSS and PSS: each the median of `starts`."""
+    peaks = [s.memory for s in starts if s.memory]
+    return (
+        median([s.complete for s in starts]),
+        median([m.rss_mb for m in peaks]),
+        median([m.pss_mb for m in peaks]),
+    )
+
+
 def one_program_section(opts: Options) -> Section:
     """Start of a one-program config, ours and the peer's, interleaved."""
     binary, examples, missing = peer.peer()
@@ -225,9 +231,9 @@ def one_program_section(opts: Options) -> Section:
         "One-program start, side by side with ebpf_exporter v1.2.5",
         "The peer's own example config, served by each daemon alone (ours: privilege "
         "separation on). Seconds from starting the process to the first `/metrics` that "
-        "carries the program: ours, the program collected "
-        "(`bcc_exporter_collect_success` 1); the peer (which serves only once every program "
-        "is attached), its `ebpf_exporter_ebpf_programs` series for the program. Scraped "
+        "carries the program: ours, the program collected (`bcc_exporter_collect_success` "
+        "1), memory not sampled; the peer (which serves only once every program is "
+        "attached), its `ebpf_exporter_ebpf_programs` series for the program. Scraped "
         f"every 10 ms; median of {rounds} interleaved runs each (each side first every "
         "other run).",
         [],
@@ -245,7 +251,9 @@ def one_program_section(opts: Options) -> Section:
             for side in sides:
                 if side == "ours":
                     args = [f"--config.file={config}"]
-                    times[side].append(one_start(opts, args, f"one-{name}-{round_}").complete)
+                    times[side].append(
+                        one_start(opts, args, f"one-{name}-{round_}", sample=False).complete
+                    )
                 else:
                     times[side].append(peer_start(binary, config, name, opts, round_))
         ours, theirs = median(times["ours"]), median(times["peer"])
@@ -309,18 +317,22 @@ class PretendDaemon(BenchDaemon):
         return ["env", f"{PRETEND_CPUS}={self.cpus}", *super().command(args)]
 
 
-def one_start(opts: Options, config: list[str], name: str, cpus: int | None = None) -> Start:
-    """One fresh daemon with `config` to its first complete scrape, then stopped."""
+def one_start(
+    opts: Options, config: list[str], name: str, cpus: int | None = None, sample: bool = True
+) -> Start:
+    """One fresh daemon with `config` to its first complete scrape, then stopped; `sample`:
+    its tree's memory meanwhile (which costs the machine some CPU)."""
     log = opts.workdir / f"{name}.log"
     started = time.monotonic()
     d = BenchDaemon(config, log, wait=False) if cpus is None else PretendDaemon(cpus, config, log)
-    memory = TreePeak(d.proc.pid)
+    memory = TreePeak(d.proc.pid) if sample else None
     clock = LogClock(d.log_path, started)
     try:
         wait_complete(d, opts.programs if config == opts.config else names_in(config))
         complete = time.monotonic() - started
     finally:
-        memory.stop()
+        if memory:
+            memory.stop()
         stopping = time.monotonic()
         exit_code = d.stop()
         stop = time.monotonic() - stopping
