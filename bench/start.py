@@ -142,11 +142,13 @@ def run(opts: Options) -> list[Section]:
     section.tables.append(program_table(typical))
     section.notes += path_notes(typical)
     sampled = [s.memory for s in starts if s.memory]
-    samples = sum(m.samples for m in sampled)
+    samples = max(1, sum(m.samples for m in sampled))
+    every = sum(m.elapsed for m in sampled) / samples
+    cost = sum(m.busy for m in sampled) / samples
+    shared = " (the machine was shared: times are longer than on an idle one)" if load > 1 else ""
     section.notes.append(
-        f"Memory: {samples} samples, {sum(m.busy for m in sampled) / max(samples, 1) * 1e3:.1f} ms "
-        f"each on average. Load average (1 min) when the bench began: {load:.2f}"
-        + (" (the machine was shared: times are longer than on an idle one)." if load > 1 else ".")
+        f"Memory: {samples} samples, one every {every * 1e3:.0f} ms on average, each taking "
+        f"{cost * 1e3:.1f} ms. Load average (1 min) when the bench began: {load:.2f}{shared}."
     )
     return [section, cpu_section(opts, starts), one_program_section(opts)]
 

@@ -21,6 +21,8 @@ class TreePeak:
         self.rss_mb = self.pss_mb = 0.0
         self.samples = 0
         self.busy = 0.0  # seconds spent sampling: reading smaps_rollup walks page tables
+        self.elapsed = 0.0  # seconds from the first sample to stop()
+        self._started = time.monotonic()
         self._pid = pid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -41,6 +43,7 @@ class TreePeak:
     def stop(self) -> TreePeak:
         self._stop.set()
         self._thread.join()
+        self.elapsed = time.monotonic() - self._started
         return self
 
 
