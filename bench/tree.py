@@ -20,7 +20,7 @@ class TreePeak:
     def __init__(self, pid: int) -> None:
         self.rss_mb = self.pss_mb = 0.0
         self.samples = 0
-        self.busy = 0.0  # seconds spent sampling: reading smaps_rollup walks page tables
+        self.busy = 0.0  # CPU seconds sampling took: reading smaps_rollup walks page tables
         self.elapsed = 0.0  # seconds from the first sample to stop()
         self._started = time.monotonic()
         self._pid = pid
@@ -30,14 +30,14 @@ class TreePeak:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            began = time.monotonic()
+            began = time.thread_time()
             rss = pss = 0
             for pid in tree(self._pid):
                 fields = rollup(pid)
                 rss, pss = rss + fields.get("Rss", 0), pss + fields.get("Pss", 0)
             self.rss_mb, self.pss_mb = max(self.rss_mb, rss / 1024), max(self.pss_mb, pss / 1024)
             self.samples += 1
-            self.busy += time.monotonic() - began
+            self.busy += time.thread_time() - began
             time.sleep(INTERVAL)
 
     def stop(self) -> TreePeak:
