@@ -26,6 +26,8 @@ def test_bench_quick_runs_every_benchmark(tmp_path: Path) -> None:
         "BTF field reads per event",
         "Daemon memory",
         "Start to first complete scrape",
+        "Start-up memory whatever the CPU count",
+        "One-program start, side by side with ebpf_exporter v1.2.5",
         "Scrape cost",
         "CPU per scrape and idle CPU",
     ):

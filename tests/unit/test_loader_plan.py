@@ -10,6 +10,7 @@ from exporter.workers.messages import CompileJob, CompileSettings
 from exporter.workers.plan import (
     COMPILE_BYTES,
     MAX_COMPILES,
+    PRETEND_CPUS,
     available_memory,
     compile_slots,
     cost,
@@ -84,6 +85,19 @@ def test_a_cgroup_limit_is_the_memory_available(tmp_path):
         assert available_memory(meminfo, leaf) == 500 * MB
         assert usable_cpus(leaf) == min(2, len(os.sched_getaffinity(0)))
     assert available_memory(meminfo, None) is not None
+
+
+def test_a_pretended_cpu_count_replaces_the_affinity_but_not_the_quota(tmp_path, monkeypatch):
+    leaf = tmp_path / "pod"
+    leaf.mkdir()
+    with patch_root(tmp_path):
+        monkeypatch.setenv(PRETEND_CPUS, "128")
+        assert usable_cpus(leaf) == 128
+        (leaf / "cpu.max").write_text("300000 100000\n")
+        assert usable_cpus(leaf) == 3
+        for ignored in ("0", "-4", "many"):
+            monkeypatch.setenv(PRETEND_CPUS, ignored)
+            assert usable_cpus(leaf) == min(3, len(os.sched_getaffinity(0)))
 
 
 @contextmanager
