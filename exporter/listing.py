@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from .compiler.availability import ProbeUnavailable, auto_attached, check
 from .config import ProgramSpec
-from .config.probes import parse_probe
-from .loader.availability import ProbeUnavailable, auto_attached, check
+from .probes import parse_probe
 from .terminal import printable
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import tracefs
-from ..config.probes import Probe
+from ..probes import Probe
 from .types import Integer, String, Type
 
 _FIELD = re.compile(
@@ -38,7 +38,7 @@ class Tracepoints:
 
     def expand(self, category: str, event: str) -> list[tuple[str, str]]:
         """The (category, event) pairs a possibly wildcard probe names, sorted."""
-        from ..loader.availability import ProbeUnavailable, tracepoints
+        from ..compiler.availability import ProbeUnavailable, tracepoints
 
         try:
             found = tracepoints(Probe("tracepoint", (category, event)), self.root)

@@ -14,8 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from ..probes import Probe, parse_probe
 from ..workers.messages import CFLAG, CFLAG_RULE
-from .probes import Probe, parse_probe
 
 NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 RESERVED_PREFIX = "exporter_"

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..probes import HARDWARE_EVENTS, SOFTWARE_EVENTS
 from .models import NAME, Strict
-from .probes import HARDWARE_EVENTS, SOFTWARE_EVENTS
 
 NAMESPACE = "ebpf_exporter"
 PERF_TYPE_HARDWARE = 0

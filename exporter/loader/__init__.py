@@ -2,7 +2,7 @@
 disk, and keep the fds it hands over as LoadedPrograms.
 
 The spawner reads and validates the config, and compiles in throwaway workers (`python -I -m
-exporter.loader`, the only code that imports bcc: worker.py); this module never imports bcc.
+exporter.compiler`, the only code that imports bcc); this module never imports bcc.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from ..config import ProgramSpec
 from ..errors import ConfigError, LoadError
 from ..privsep.client import Spawner
+from ..targets import Target
 from ..tracefs import remember_events
 from ..workers import wire
 from ..workers.messages import Compiling, Done, Failed, Loaded, Refused, Reload, Selection
-from .targets import Target
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..bpf.maps import MapReader
+from ..compiler.prelude import ADDED_MAP
 from ..loader import LoadedProgram
-from ..loader.prelude import ADDED_MAP
 
 
 def by_map_name(reader: MapReader) -> dict[str, int]:

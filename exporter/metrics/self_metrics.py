@@ -15,13 +15,13 @@ from prometheus_client.utils import floatToGoString
 from .. import __version__
 from ..bpf.maps import MapReader
 from ..bpf.syscall import BPFError, prog_info
+from ..compiler.prelude import FAILURES_MAP
 from ..config.v1 import NAMESPACE as V1
 from ..errors import LoadError
 from ..headers import HeaderCheck
 from ..loader import LoadedProgram
-from ..loader.prelude import FAILURES_MAP
-from ..loader.targets import TargetWatch
 from ..status import ProgramStatus, statuses
+from ..targets import TargetWatch
 from .evictions import by_map_name
 from .exposition import Family, counter, gauge, series_text
 from .program import ProgramCollector

@@ -55,7 +55,7 @@ from . import selection
 log = logging.getLogger(__name__)
 
 READY = b"ready"
-COMPILE_WORKER = "exporter.loader"
+COMPILE_WORKER = "exporter.compiler"
 MAX_PARALLEL = 8  # requests served at once (a reload and a header check)
 STDERR_TAIL = 64 << 10  # what a job printed that the server is told
 
@@ -286,7 +286,7 @@ _RUNNING: set[subprocess.Popen[bytes]] = set()
 
 
 class Zygote:
-    """The compile workers' parent (`python -I -m exporter.loader`): it imports bcc once and
+    """The compile workers' parent (`python -I -m exporter.compiler`): it imports bcc once and
     forks a child for each share of jobs; it lives for one start, reload or header check."""
 
     def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket, stderr: IO[bytes]):

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from exporter.config import load_file
-from exporter.config.probes import GRAMMAR, HARDWARE_EVENTS, SOFTWARE_EVENTS
 from exporter.errors import ConfigError
+from exporter.probes import GRAMMAR, HARDWARE_EVENTS, SOFTWARE_EVENTS
 
 from ..conftest import REPO
 

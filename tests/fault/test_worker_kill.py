@@ -2,7 +2,7 @@
 reports it failed, and nothing of it stays loaded in the kernel.
 
 The victim's C code includes a FIFO, so its compile blocks, deterministically, until we open the
-FIFO's other end; then its worker (`python -m exporter.loader`, started by the daemon) is the
+FIFO's other end; then its worker (`python -m exporter.compiler`, started by the daemon) is the
 process holding the FIFO open, and it gets SIGKILL while clang waits to read the header.
 """
 
@@ -114,7 +114,7 @@ def test_sigkill_of_a_compile_worker_costs_only_its_program(daemon, write_config
     try:
         worker = worker_holding(fifo, exporter.proc.pid)
         cmdline = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
-        assert b"exporter.loader" in cmdline
+        assert b"exporter.compiler" in cmdline
         assert "fault_slow_fn" not in loaded("prog")  # mid-compile: nothing loaded yet
         os.kill(worker, signal.SIGKILL)
         killed_at = time.monotonic()

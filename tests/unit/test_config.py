@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from exporter.config import BUILTIN_DIR, ProgramSpec, load, load_file, select
-from exporter.config.probes import Probe
 from exporter.errors import ConfigError
 from exporter.privsep import selection
+from exporter.probes import Probe
 
 from ..conftest import run_cli
 

@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from exporter.loader.elf import file_offset
+from exporter.compiler.elf import file_offset
 
 
 def elf64(tmp_path, segments):

@@ -12,7 +12,7 @@ import pytest
 
 from exporter import loader
 from exporter.btf.kernel import KernelBTF
-from exporter.loader import worker
+from exporter.compiler import worker
 from exporter.workers.messages import Done, Failed, Reply, Selection
 
 

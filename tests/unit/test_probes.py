@@ -1,10 +1,10 @@
-"""exporter.config.probes: the bpftrace/BCC probe vocabulary, parsed, printed back, and refused."""
+"""exporter.probes: the bpftrace/BCC probe vocabulary, parsed, printed back, and refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from exporter.config.probes import (
+from exporter.probes import (
     GRAMMAR,
     HARDWARE_EVENTS,
     SOFTWARE_EVENTS,

@@ -6,10 +6,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.compiler.prelude import counted_maps
 from exporter.errors import LoadError
-from exporter.loader.prelude import counted_maps
-from exporter.loader.targets import Target, TargetWatch
 from exporter.metrics.self_metrics import ExporterCollector
+from exporter.targets import Target, TargetWatch
 
 
 class Collector:

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from ..config.probes import Probe
+from ..probes import Probe
 from ..tracefs import TRACEFS
 
 EVENT_SOURCES = Path("/sys/bus/event_source/devices")

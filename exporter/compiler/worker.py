@@ -1,6 +1,6 @@
 """The throwaway compile worker: the only code that imports bcc.
 
-Run as `python -I -m exporter.loader FD` by the spawner, for one start or reload: it imports
+Run as `python -I -m exporter.compiler FD` by the spawner, for one start or reload: it imports
 bcc once, then forks a child for each share of jobs (exporter.workers.messages) the spawner
 sends over the socket FD, so that concurrent compiles share the import's pages. A child runs
 its jobs one after another: for each it sends `{"compiling": index, "pid": ...}` with the fd of
@@ -30,14 +30,14 @@ from ..bpf.perf import link_perf_event, output_event, tracepoint_event
 from ..btf import spelling
 from ..btf.cache import CachedFields
 from ..btf.kernel import KernelBTF, NoKernelBTF
-from ..config.probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
+from ..probes import HARDWARE_EVENTS, SOFTWARE_EVENTS, Probe, parse_probe
+from ..targets import Target
 from ..tracefs import TRACEFS
 from ..workers import wire
 from ..workers.messages import CompileJob, HeaderJob, Job, decode_job
-from . import availability, elf
+from . import availability, elf, kallsyms_view
 from .availability import ProbeUnavailable
 from .prelude import counted_maps, with_prelude
-from .targets import Target
 
 PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1
@@ -81,7 +81,11 @@ def main() -> None:
     if "--no-preload" not in sys.argv:
         # Imported once here; every share's compiles fork from this process and share its
         # pages (~75 MB of libbcc and LLVM), so N compiles at once cost one import, not N.
-        import bcc  # noqa: F401
+        import bcc
+
+        why = kallsyms_view.narrow(bcc.__version__)
+        if why is not None:
+            print(f"compiles read all of /proc/kallsyms: {why}", file=sys.stderr)
 
     serve_shares(socket.socket(fileno=int(sys.argv[1])))
     os._exit(0)
@@ -342,7 +346,7 @@ def _attach_first(
 
 def _target(probe: Probe) -> dict[str, Any]:
     """The file a uprobe or USDT probe is in, as attached. The probe stays on that file if it
-    is deleted or replaced (a package upgrade): the daemon watches for it (loader.targets)."""
+    is deleted or replaced (a package upgrade): the daemon watches for it (exporter.targets)."""
     if probe.kind not in ("uprobe", "uretprobe", "usdt"):
         return {}
     return {"target": dataclasses.asdict(Target.of(probe.field("path")))}
