@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from exporter.errors import ConfigError
@@ -53,7 +53,8 @@ def main(argv: list[str]) -> int:
             if args.quick
             else REPO / "docs" / "BENCHMARKS.md"
         )
-        out.write_text(report(sections, args.quick))
+        kept = [] if args.quick or set(chosen) == set(BENCHMARKS) else earlier_sections(out)
+        out.write_text(report(sections, args.quick, kept, chosen))
     failed = sum(s.failed_targets for s in sections)
     print(f"bench: wrote {out}; {failed} target(s) not met", file=sys.stderr)
     return 0
@@ -69,17 +70,53 @@ def run(chosen: list[str], opts: Options) -> list[Section]:
     return sections
 
 
-def report(sections: list[Section], quick: bool) -> str:
+def earlier_sections(path: Path) -> list[tuple[str, str]]:
+    """(title, markdown) of each section of an earlier report, for an --only run to keep the
+    ones it does not measure (its own replace theirs)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    found = []
+    for part in text.split("\n## ")[1:]:
+        title = part.split("\n", 1)[0]
+        found.append((title, "## " + part.rstrip("\n")))
+    return found
+
+
+def report(
+    sections: list[Section],
+    quick: bool,
+    kept: Sequence[tuple[str, str]] = (),
+    chosen: Sequence[str] = (),
+) -> str:
+    """The report of `sections`; `kept`: sections of an earlier run that these do not replace,
+    kept in their place (each says it comes from an earlier run)."""
+    date = time.strftime("%Y-%m-%d %H:%M")
     head = [
         "# Benchmarks",
         "Written by `make bench` (`python -m bench`, see bench/); not edited by hand. "
-        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"Machine: {machine()}. Date: {date}.",
     ]
     if quick:
         head.append("**`--quick` run: tiny counts, the figures mean nothing.**")
-    missed = [s.title for s in sections if s.failed_targets]
+    new = {s.title: s for s in sections}
+    parts: list[tuple[str, str, bool]] = []  # title, markdown, target missed
+    for title, markdown in kept:
+        if title in new:
+            section = new.pop(title)
+            parts.append((title, section.markdown(), section.failed_targets > 0))
+        else:
+            parts.append((title, markdown, "**FAIL**" in markdown))
+    parts += [(s.title, s.markdown(), s.failed_targets > 0) for s in new.values()]
+    if kept:
+        head.append(
+            f"This run measured only `--only {','.join(chosen)}`: the other sections are from "
+            "the earlier run this file held."
+        )
+    missed = [title for title, _, failed in parts if failed]
     head.append("Targets not met: " + ", ".join(missed) + "." if missed else "Every target is met.")
-    return "\n\n".join(head + [s.markdown() for s in sections]) + "\n"
+    return "\n\n".join(head + [markdown for _, markdown, _ in parts]) + "\n"
 
 
 if __name__ == "__main__":

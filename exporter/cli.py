@@ -1,4 +1,8 @@
-"""Command line: wires config -> loader -> metrics -> server. The only place that exits."""
+"""Command line: wires config -> loader -> metrics -> server. The only place that exits.
+
+Light to import: the spawner starts compiling (daemon.begin) as soon as the flags are parsed,
+and what only the web config, serving, snapshot and list need is imported after it, where they
+are used, so that those imports overlap its work (issue 18)."""
 
 from __future__ import annotations
 
@@ -9,192 +13,24 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, ProcessCollector
-
-from . import __version__, capabilities, config, daemon, listing, loader
+from . import daemon
+from .arguments import parse_args
 from .errors import ConfigError
-from .http import App, web_config
-from .http import serve as serve_http
-from .metrics.program import MAX_SERIES
-from .metrics.self_metrics import ExporterCollector
 from .privsep import drop
 from .privsep.client import PrivsepError, Spawner
 from .signals import Signals
-from .snapshot import parse_duration, render, samples
-from .supervisor import Supervisor
+from .snapshot import parse_duration
+
+if TYPE_CHECKING:
+    from .http.web_config import WebConfig
+    from .metrics.self_metrics import ExporterCollector
+    from .supervisor import Supervisor
 
 log = logging.getLogger("bcc_exporter")
 
-DEFAULT_PORT = 9474
 EXIT_CONFIG = 2
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="bcc_exporter",
-        description="Compile BPF programs with BCC and serve their maps as Prometheus metrics.",
-    )
-    p.add_argument(
-        "command",
-        nargs="?",
-        default="serve",
-        choices=["serve", "list", "snapshot"],
-        help="serve (default): run the exporter; list: every program, its probes and whether "
-        "this kernel has them; snapshot NAME: run one program for --duration and print what "
-        "it saw, bcc-tools style",
-    )
-    p.add_argument("program", nargs="?", help="the program, for snapshot")
-    p.add_argument(
-        "--duration", default="5s", help="how long snapshot watches (default %(default)s)"
-    )
-    p.add_argument(
-        "--config.dir",
-        dest="config_dir",
-        type=Path,
-        help=f"directory of program configs (default: built-in {config.BUILTIN_DIR})",
-    )
-    p.add_argument(
-        "--config.names",
-        dest="config_names",
-        help="comma-separated config names in --config.dir (default: every file of "
-        "--config.dir; with no config flag at all, the built-in programs not marked "
-        "default: false)",
-    )
-    p.add_argument(
-        "--config.file",
-        dest="config_files",
-        type=Path,
-        action="append",
-        default=[],
-        help="a config file (repeatable)",
-    )
-    p.add_argument(
-        "--config.allow-insecure-permissions",
-        dest="allow_insecure_permissions",
-        action="store_true",
-        help="load config files and program sources that are group- or world-writable or "
-        "owned by another user (refused by default: they are code for the kernel)",
-    )
-    p.add_argument(
-        "--config.check",
-        dest="config_check",
-        action="store_true",
-        help="compile and attach every program, report each, detach and exit 0/1",
-    )
-    p.add_argument(
-        "--web.listen-address",
-        dest="listen",
-        default=f":{DEFAULT_PORT}",
-        help="address to serve on (default :%(default)s)".replace("%(default)s", str(DEFAULT_PORT)),
-    )
-    p.add_argument(
-        "--web.telemetry-path",
-        dest="telemetry_path",
-        default="/metrics",
-        help="path of the metrics endpoint (default %(default)s)",
-    )
-    p.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        type=Path,
-        help="TLS, basic auth and response headers, in Prometheus exporter-toolkit's "
-        "web config format",
-    )
-    p.add_argument(
-        "--web.enable-lifecycle",
-        dest="enable_lifecycle",
-        action="store_true",
-        help="serve POST/PUT /-/reload (reload the config, as SIGHUP does)",
-    )
-    p.add_argument(
-        "--metrics.max-series",
-        dest="max_series",
-        type=int,
-        default=MAX_SERIES,
-        help="series one metric may export; past it, new series are dropped and counted in "
-        "bcc_exporter_series_dropped_total (default %(default)s)",
-    )
-    p.add_argument(
-        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
-    )
-    p.add_argument(
-        "--loader.python",
-        dest="loader_python",
-        default=sys.executable,
-        help="interpreter that runs compile workers; must import bcc "
-        "(default: this one, %(default)s)",
-    )
-    p.add_argument(
-        "--loader.timeout",
-        dest="loader_timeout",
-        type=float,
-        default=120.0,
-        help="seconds one program's compile may take (default %(default)s)",
-    )
-    p.add_argument(
-        "--bpf.stats",
-        dest="bpf_stats",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="turn on the kernel's BPF run-time statistics while the daemon runs, for "
-        "bcc_exporter_program_run_count_total and _run_seconds_total (off by default: they "
-        "cost ~35 ns on every run of every BPF program of the node, ours and others'; needs "
-        "CAP_SYS_ADMIN)",
-    )
-    p.add_argument(
-        "--loader.jobs",
-        dest="loader_jobs",
-        type=int,
-        default=None,
-        help="programs compiled at once, each ~60-130 MB beside one shared bcc import "
-        "(default: one per CPU this process may use, at most 4, and no more than half the "
-        "available memory, the cgroup's included, can hold)",
-    )
-    p.add_argument(
-        "--privilege-separation",
-        dest="privilege_separation",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="compile programs in workers started by a small privileged process, and serve "
-        "as --user/--group without capabilities (default on; --no-privilege-separation keeps "
-        "the serving process's user and every capability, for debugging)",
-    )
-    p.add_argument(
-        "--user",
-        default="nobody",
-        help="user the serving process runs as once started as root (default %(default)s); "
-        "a daemon started as another user keeps it",
-    )
-    p.add_argument(
-        "--group",
-        default="nogroup",
-        help="group the serving process runs as once started as root (default %(default)s)",
-    )
-    p.add_argument(
-        "--capabilities.keep",
-        dest="capabilities_keep",
-        type=_capability_names,
-        default=frozenset(),
-        help="comma-separated capabilities the serving process keeps across its change to "
-        "--user, e.g. CAP_NET_BIND_SERVICE (default: none)",
-    )
-    p.add_argument("--version", action="version", version=f"bcc_exporter {__version__}")
-    args = p.parse_args(argv)
-    if args.command == "snapshot" and not args.program:
-        p.error("snapshot needs the name of a program")
-    if args.command != "snapshot" and args.program:
-        p.error(f"unexpected argument {args.program!r}")
-    if args.capabilities_keep and not args.privilege_separation:
-        p.error("--capabilities.keep: without privilege separation every capability is kept")
-    return args
-
-
-def _capability_names(text: str) -> frozenset[int]:
-    try:
-        return capabilities.parse(text)
-    except capabilities.CapabilityError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def setup_logging(level: str) -> None:
@@ -218,19 +54,17 @@ def _main(argv: list[str] | None, signals: Signals) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        web = web_config.load(args.web_config_file)
+        web = load_web_config(args.web_config_file) if args.web_config_file else None
         options = start_options(args)
+        seconds = parse_duration(args.duration) if args.command == "snapshot" else 0.0
     except (ConfigError, drop.DropError) as err:
         print(f"bcc_exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except ValueError as err:
+        print(f"bcc_exporter: --duration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "list":
         return list_programs(options)
-    if args.command == "snapshot":
-        try:
-            seconds = parse_duration(args.duration)
-        except ValueError as err:
-            print(f"bcc_exporter: --duration: {err}", file=sys.stderr)
-            return EXIT_CONFIG
     listener = None
     if args.command == "serve" and not args.config_check:
         try:
@@ -240,7 +74,15 @@ def _main(argv: list[str] | None, signals: Signals) -> int:
             print(f"bcc_exporter: cannot listen on {args.listen}: {err.strerror}", file=sys.stderr)
             return 1
     try:
-        running = daemon.start(options, check_headers=listener is not None)
+        beginning = daemon.begin(options)
+    except PrivsepError as err:
+        print(f"bcc_exporter: {err} (--no-privilege-separation to run without)", file=sys.stderr)
+        return 1
+    if listener is not None:
+        # Serving's imports (uvicorn, the ASGI app) while the spawner compiles, not after.
+        from . import http  # noqa: F401
+    try:
+        running = daemon.start(beginning, check_headers=listener is not None)
     except ConfigError as err:
         print(f"bcc_exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -260,6 +102,14 @@ def _main(argv: list[str] | None, signals: Signals) -> int:
         return 0
     finally:
         running.close()
+
+
+def load_web_config(path: Path) -> WebConfig | None:
+    """Read before anything starts, so a bad one fails first; imported only when given: the
+    HTTP front is otherwise imported while the spawner compiles (see the module's docstring)."""
+    from .http import web_config
+
+    return web_config.load(path)
 
 
 def start_options(args: argparse.Namespace, compile: bool = True) -> daemon.StartOptions:
@@ -290,8 +140,11 @@ def start_options(args: argparse.Namespace, compile: bool = True) -> daemon.Star
 
 def list_programs(options: daemon.StartOptions) -> int:
     """The config as the spawner reads it, without compiling, and what this kernel has."""
+    from . import listing, loader
+
     spawner = Spawner.start(options.spawner)
     try:
+        spawner.ready()
         specs = loader.load(spawner).specs
     except ConfigError as err:
         print(f"bcc_exporter: {err}", file=sys.stderr)
@@ -304,6 +157,8 @@ def list_programs(options: daemon.StartOptions) -> int:
 
 def snapshot(running: daemon.Daemon, seconds: float) -> int:
     """Watch one program, print what it saw the way bcc-tools do."""
+    from .snapshot import render, samples
+
     supervisor = running.supervisor
     if supervisor.failed:
         [(_, error)] = supervisor.failed.values()
@@ -345,9 +200,14 @@ def serve(
     exporter: ExporterCollector,
     listener: socket.socket,
     telemetry_path: str,
-    web: web_config.WebConfig | None = None,
+    web: WebConfig | None = None,
     reload: Callable[[], str | None] | None = None,
 ) -> None:
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from .http import App
+    from .http import serve as serve_http
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(exporter)
     ProcessCollector(registry=registry)

@@ -4,11 +4,15 @@ same config.
 
 1. Signals first (exporter.signals, before the heavy imports): SIGHUP during start-up is
    queued (it reloads once started), SIGTERM and SIGINT stop the start-up cleanly.
-2. While privileged: tracefs mounted, the fallback headers chosen (workers inherit it), the
-   fd limit raised, BPF stats enabled (--bpf.stats), the spawner started with the command's
-   selection (exporter.privsep), /proc/kallsyms opened.
-3. The drop (exporter.privsep.drop): from here this process is an unprivileged user.
-4. The programs, through the spawner (Supervisor.start); what the spawner holds for a
+2. begin(), as soon as the flags are parsed and while privileged: tracefs mounted, the fallback
+   headers chosen (workers inherit it), the fd limit raised, BPF stats enabled (--bpf.stats),
+   the spawner started with the command's selection (exporter.privsep) and asked for the
+   programs at once. This module imports only what that needs: the server's heavy imports
+   (pydantic, prometheus_client, uvicorn: ~150 ms) come after, while the spawner reads the
+   config and compiles, instead of before it starts (issue 18).
+3. start(): /proc/kallsyms opened, then the drop (exporter.privsep.drop): from here this
+   process is an unprivileged user.
+4. The programs, as the spawner answers (Supervisor.start); what the spawner holds for a
    reload is the config on disk, never anything this process says.
 """
 
@@ -18,15 +22,19 @@ import logging
 import os
 import resource
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import capabilities, config, headers, kallsyms, memory
+from . import capabilities, headers, kallsyms, memory
 from .bpf.syscall import BPFError, enable_stats
-from .metrics.self_metrics import ExporterCollector
 from .privsep import drop, selection
-from .privsep.client import Spawner
+from .privsep.client import Replies, Spawner
 from .privsep.spawner import Options
-from .supervisor import Supervisor
 from .tracefs import ensure_mounted
+from .workers.messages import Reload
+
+if TYPE_CHECKING:
+    from .metrics.self_metrics import ExporterCollector
+    from .supervisor import Supervisor
 
 log = logging.getLogger("bcc_exporter")
 
@@ -55,7 +63,7 @@ def spawner_options(
 ) -> Options:
     """Paths are made absolute here, before anything changes directory."""
     settings = selection.Settings(
-        builtin_dir=str(config.BUILTIN_DIR),
+        builtin_dir=str(selection.BUILTIN_DIR),
         config_dir=os.path.abspath(config_dir) if config_dir else None,
         names=names,
         files=tuple(os.path.abspath(f) for f in files),
@@ -85,9 +93,26 @@ class Daemon:
             os.close(self.stats_fd)
 
 
-def start(options: StartOptions, check_headers: bool = True) -> Daemon:
-    """Start the spawner, drop this process's privileges, start the programs. Raises
-    ConfigError (the config cannot be used), PrivsepError or DropError."""
+@dataclass
+class Beginning:
+    """A start under way: the spawner started and asked for the programs, this process still
+    privileged. start() takes it over; close() if the command gives up before."""
+
+    options: StartOptions
+    spawner: Spawner
+    asked: Replies  # the first load's replies, as they arrive
+    stats_fd: int | None
+
+    def close(self) -> None:
+        self.asked.close()
+        self.spawner.close()
+        if self.stats_fd is not None:
+            os.close(self.stats_fd)
+
+
+def begin(options: StartOptions) -> Beginning:
+    """Prepare while privileged, start the spawner and ask it for the programs. Raises
+    PrivsepError."""
     headers.use_fallback()  # before the spawner starts: its workers inherit the choice
     memory.keep_mmap_threshold()
     ensure_mounted()
@@ -98,8 +123,26 @@ def start(options: StartOptions, check_headers: bool = True) -> Daemon:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     # Held for the daemon's life: the kernel counts programs' run time only while it is open.
     stats_fd = _enable_stats() if options.bpf_stats else None
-    spawner = Spawner.start(options.spawner)
     try:
+        spawner = Spawner.start(options.spawner)
+    except BaseException:
+        if stats_fd is not None:
+            os.close(stats_fd)
+        raise
+    return Beginning(options, spawner, spawner.ask(Reload(frozenset())), stats_fd)
+
+
+def start(beginning: Beginning, check_headers: bool = True) -> Daemon:
+    """Drop this process's privileges, take the programs as the spawner answers. Raises
+    ConfigError (the config cannot be used), PrivsepError or DropError; closes `beginning`
+    on any error."""
+    # Here, not at the top: see the module's docstring (step 2).
+    from .metrics.self_metrics import ExporterCollector
+    from .supervisor import Supervisor
+
+    options, spawner = beginning.options, beginning.spawner
+    try:
+        spawner.ready()
         # Whether a reader of /proc/kallsyms sees addresses is decided at open(2).
         kallsyms.hold()
         if options.identity is not None:
@@ -114,14 +157,15 @@ def start(options: StartOptions, check_headers: bool = True) -> Daemon:
             )
         spawner.watch()
         supervisor = Supervisor(spawner, ExporterCollector(), options.max_series)
-        daemon = Daemon(spawner, supervisor, stats_fd)
-        try:
-            supervisor.start(check_headers)
-        except BaseException:
-            daemon.close()
-            raise
     except BaseException:
-        spawner.close()
+        beginning.close()
+        raise
+    daemon = Daemon(spawner, supervisor, beginning.stats_fd)
+    try:
+        supervisor.start(check_headers, beginning.asked)
+    except BaseException:
+        beginning.asked.close()
+        daemon.close()
         raise
     memory.release()  # what loading freed
     return daemon

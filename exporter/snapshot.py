@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-
-from prometheus_client.core import Metric
+from typing import TYPE_CHECKING
 
 from .terminal import printable
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 BAR_WIDTH = 40
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")

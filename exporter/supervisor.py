@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from . import loader
 from .errors import ConfigError, LoadError
 from .headers import HeaderCheck
+from .metrics import MAX_SERIES
 from .metrics.events import EventPoller
-from .metrics.program import MAX_SERIES, ProgramCollector
+from .metrics.program import ProgramCollector
 from .metrics.self_metrics import ExporterCollector
-from .privsep.client import Spawner
+from .privsep.client import Replies, Spawner
 from .workers.messages import CheckHeaders, Headers, Refused
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,18 @@ class Supervisor:
         self.poller = EventPoller([])
         self._lock = threading.Lock()
 
-    def start(self, check_headers: bool = True) -> None:
-        """Load every program of the config; ConfigError if the config cannot be used. The
-        header check (its metrics and log lines) runs beside, at low priority: programs that
-        read kernel structs are gated by their compile worker, not by it."""
-        if check_headers:
-            threading.Thread(target=self._check_headers, name="header-check", daemon=True).start()
+    def start(self, check_headers: bool = True, asked: Replies | None = None) -> None:
+        """Load every program of the config; ConfigError if the config cannot be used.
+        `asked`: the replies to the first Reload, sent before (exporter.daemon.begin). The
+        header check (its metrics and log lines) runs once they are loaded, at low priority:
+        programs that read kernel structs are gated by their compile worker, not by it, so it
+        has no place on the way to the first scrape."""
         with self._lock:
-            self._apply(initial=True)
+            self._apply(initial=True, asked=asked)
         self.exporter.reloaded(True)
         self.exporter.started = True
+        if check_headers:
+            threading.Thread(target=self._check_headers, name="header-check", daemon=True).start()
 
     def reload(self) -> str | None:
         """Apply the config as it is now; return None, or why the running set was kept."""
@@ -68,12 +71,12 @@ class Supervisor:
             self.exporter.reloaded(error is None)
             return error
 
-    def _apply(self, initial: bool) -> str | None:
+    def _apply(self, initial: bool, asked: Replies | None = None) -> str | None:
         have = frozenset(
             [c.program.spec.digest for c in self.running.values()]
             + [digest for digest, _ in self.failed.values()]
         )
-        outcome = loader.load(self.spawner, have)
+        outcome = loader.load(self.spawner, have, asked)
         wanted = {s.name: s for s in outcome.specs}
         keep = {
             name: c

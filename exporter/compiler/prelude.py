@@ -13,7 +13,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-# programs/include/ of the repository, through the link a wheel carries (see config.BUILTIN_DIR).
+# programs/include/ of the repository, through the link a wheel carries (as
+# privsep.selection.BUILTIN_DIR).
 HEADER = Path(
     str(resources.files("exporter") / "builtin" / "programs" / "include" / "bcc_exporter.h")
 ).resolve()

@@ -6,7 +6,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from ..bpftrace.diagnostics import Origin
 from ..errors import ConfigError, LoadError
 from ..privsep import safe_files, selection
+from ..privsep.selection import BUILTIN_DIR
 from ..workers.messages import (
     CompileSettings,
     ProbeBinding,
@@ -33,11 +33,6 @@ ReadSource = Callable[[str], bytes]
 
 def _read_bytes(path: str) -> bytes:
     return Path(path).read_bytes()
-
-
-# The repository's config/, reached through the exporter/builtin/config link that a wheel
-# carries as package data (resolved: messages name the real files of an editable install).
-BUILTIN_DIR = Path(str(resources.files("exporter") / "builtin" / "config")).resolve()
 
 
 @dataclass(frozen=True)

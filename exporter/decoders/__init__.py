@@ -66,6 +66,14 @@ class Chain:
 
     def __init__(self, decoders: Sequence[Decoder]) -> None:
         self._steps = tuple(d.decode for d in decoders)
+        self._decoders = tuple(decoders)
+
+    def warm(self) -> None:
+        """Start reading now the host state the decoders look up (ksym's kallsyms), so that
+        the first scrape after a program's load need not read it all (issue 18)."""
+        for decoder in self._decoders:
+            if hasattr(decoder, "warm"):  # the decoders that read a Snapshot
+                decoder.warm()
 
     def decode(self, data: bytes) -> str:
         """The label value of one raw field; raises SkipSeries to drop the series,

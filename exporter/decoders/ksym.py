@@ -104,6 +104,9 @@ class Ksym:
         self._symbols = Snapshot(self._load)
         self._warned = False  # only _load() touches it, under the snapshot's lock
 
+    def warm(self) -> None:
+        self._symbols.warm()
+
     def decode(self, data: bytes) -> bytes:
         address = int.from_bytes(data, sys.byteorder)
         if self._v1:

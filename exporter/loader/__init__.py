@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..config import ProgramSpec
 from ..errors import ConfigError, LoadError
-from ..privsep.client import Spawner
+from ..privsep.client import Replies, Spawner
 from ..targets import Target
 from ..tracefs import remember_events
 from ..workers import wire
@@ -95,15 +95,18 @@ class Outcome:
     failed: list[LoadError]
 
 
-def load(spawner: Spawner, have: frozenset[str] = frozenset()) -> Outcome:
+def load(
+    spawner: Spawner, have: frozenset[str] = frozenset(), asked: Replies | None = None
+) -> Outcome:
     """The config on disk, and its programs whose digest is not in `have`, compiled;
-    ConfigError when the config cannot be used (then nothing was compiled)."""
+    ConfigError when the config cannot be used (then nothing was compiled). `asked`: the
+    replies to a Reload(have) sent before (a start sends it before the server's imports)."""
     outcome = Outcome([], [], [])
     by_name: dict[str, ProgramSpec] = {}
     started: dict[str, float] = {}
     selected = done = False
     without_btf: list[str] = []
-    for reply, fds in spawner.ask(Reload(have)):
+    for reply, fds in asked or spawner.ask(Reload(have)):
         if isinstance(reply, Refused):
             if not selected:
                 raise ConfigError(reply.error)

@@ -16,6 +16,7 @@ from ..config.models import Metric as MetricConfig
 from ..decoders import SkipSeries
 from ..errors import LoadError
 from ..loader import LoadedProgram
+from . import MAX_SERIES
 from .events import EventCounter
 from .evictions import Evictions
 from .exposition import Family, HistogramValue, SeriesText, counter_type
@@ -24,8 +25,6 @@ from .labels import Field, LabelDecoder, is_cpu_label, layout
 
 log = logging.getLogger(__name__)
 
-# Series one metric may export; past it, series are dropped and counted (--metrics.max-series).
-MAX_SERIES = 20_000
 # Dropped series remembered from one collection to the next, so that each is counted once
 # (~60 bytes each). Past it, only their number is: see DroppedSeries.
 REMEMBERED_DROPPED = 100_000

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from ..errors import ExporterError
 from ..workers import runner, wire
@@ -33,6 +33,10 @@ STOP_TIMEOUT = 5.0
 REPLY_GRACE = 30.0
 
 
+# What the spawner answers to one request, read as it comes; each reply's fds are the caller's.
+Replies = Generator[tuple[Reply, list[int]], None, None]
+
+
 class PrivsepError(ExporterError):
     """The spawner could not be started; the daemon does not start."""
 
@@ -43,6 +47,7 @@ class Spawner:
         self.sock = sock
         self.timeout = timeout
         self._closing = False
+        self._ready = False
 
     @property
     def pid(self) -> int:
@@ -54,8 +59,10 @@ class Spawner:
 
     @classmethod
     def start(cls, options: Options) -> Spawner:
-        """Start the spawner (isolated, from /). Call from the thread that lives as long as
-        the server: its PR_SET_PDEATHSIG fires when the thread that started it exits."""
+        """Start the spawner (isolated, from /), without waiting for it: requests may be sent
+        at once (they wait in the socket), and ready() says whether it came up. Call from the
+        thread that lives as long as the server: its PR_SET_PDEATHSIG fires when the thread
+        that started it exits."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             try:
@@ -68,35 +75,48 @@ class Spawner:
             except OSError as err:
                 ours.close()
                 raise PrivsepError(f"cannot start the privileged spawner: {err}") from None
-        spawner = cls(process, ours, options.timeout)
-        ours.settimeout(START_TIMEOUT)
+        return cls(process, ours, options.timeout)
+
+    def ready(self) -> None:
+        """Wait for the spawner's hello (once); PrivsepError, the spawner closed, if it does
+        not come."""
+        if self._ready:
+            return
+        self.sock.settimeout(START_TIMEOUT)
         try:
-            hello = ours.recv(len(READY))
+            hello = self.sock.recv(len(READY))
         except OSError as err:
             hello = f"{err}".encode()
-        ours.settimeout(None)
+        self.sock.settimeout(None)
         if hello != READY:
-            spawner.close()
+            self.close()
             raise PrivsepError(
-                f"the privileged spawner did not start ({spawner._status() or hello!r})"
+                f"the privileged spawner did not start ({self._status() or hello!r})"
             )
-        return spawner
+        self._ready = True
 
-    def ask(self, request: Request) -> Iterator[tuple[Reply, list[int]]]:
-        """The spawner's replies to one request, until it stops answering; a Refused one
-        says why it could not (it is gone, it timed out)."""
+    def ask(self, request: Request) -> Replies:
+        """Send `request` now; the spawner's replies, read as the caller iterates, until it
+        stops answering (a Refused one says why it could not: it is gone, it timed out)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with ours:
-            try:
-                with theirs:
-                    socket.send_fds(self.sock, [encode_request(request)], [theirs.fileno()])
-            except OSError as err:
-                yield Refused(self._gone(err)), []
-                return
-            ours.settimeout(self.timeout + REPLY_GRACE)
+        try:
+            with theirs:
+                socket.send_fds(self.sock, [encode_request(request)], [theirs.fileno()])
+        except OSError as err:
+            ours.close()
+            return self._refused(self._gone(err))
+        return self._replies(ours)
+
+    @staticmethod
+    def _refused(why: str) -> Replies:
+        yield Refused(why), []
+
+    def _replies(self, sock: socket.socket) -> Replies:
+        with sock:
+            sock.settimeout(self.timeout + REPLY_GRACE)
             while True:
                 try:
-                    message, fds = wire.receive(ours)
+                    message, fds = wire.receive(sock)
                     reply = decode_reply(message) if message else None
                 except TimeoutError:
                     yield (

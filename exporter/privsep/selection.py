@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from importlib import resources
+from pathlib import Path
 from typing import TypeVar
 
 from ..workers import runner
@@ -24,6 +26,9 @@ from ..workers.messages import (
 from . import safe_files
 
 T = TypeVar("T")
+# The repository's config/, reached through the exporter/builtin/config link that a wheel
+# carries as package data (resolved: messages name the real files of an editable install).
+BUILTIN_DIR = Path(str(resources.files("exporter") / "builtin" / "config")).resolve()
 CONFIG_WORKER = "exporter.config.worker"
 CONFIG_TIMEOUT = 60.0
 INSECURE_FLAG = "--config.allow-insecure-permissions"

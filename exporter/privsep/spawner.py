@@ -117,7 +117,10 @@ def main(argv: list[str]) -> int:
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
     sock = socket.socket(fileno=fd)
-    sock.send(READY)
+    try:
+        sock.send(READY)
+    except OSError:
+        return 0  # the server gave up before we were up (it does not wait for this hello)
     serve(sock, options)
     # Their programs would only be closed again: the server that wanted them is gone.
     for process in list(_RUNNING):

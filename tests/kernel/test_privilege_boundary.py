@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -20,7 +21,10 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -367,11 +371,45 @@ def catches(pid: int, number: int) -> bool:
     return bool(int(status(pid)["SigCgt"], 16) >> (number - 1) & 1)
 
 
+def gated_config(directory: Path) -> tuple[Path, Path]:
+    """The getppid counter, its compile held on a FIFO it includes until the test opens the
+    FIFO's other end: a start-up that lasts as long as the test needs, on any machine."""
+    gate = directory / "gate.h"
+    os.mkfifo(gate)
+    path = directory / "good.yaml"
+    path.write_text(
+        getppid_counter("good").replace("code: |\n", f'code: |\n      #include "{gate}"\n')
+    )
+    return path, gate
+
+
+@contextmanager
+def gate_opened(gate: Path) -> Iterator[None]:
+    """Let the compile go on while in the block: each time the compiler opens the FIFO (once
+    per clang pass) it gets an empty header."""
+    done = threading.Event()
+
+    def feed() -> None:
+        while not done.is_set():
+            # ENXIO: the compiler has not opened it (again) yet.
+            with contextlib.suppress(OSError):
+                os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        yield
+    finally:
+        done.set()
+        feeder.join()
+
+
 @pytest.mark.parametrize("after", [0.1, 0.3, 0.6])
 def test_a_sighup_during_start_up_is_queued_not_fatal(after: float, tmp_path: Path):
     """Counted from the entry point's first line: before it, the interpreter itself starts
     (20-50 ms here when quiet, 250 ms on a loaded machine), and no code of ours can run."""
-    config = config_in(tmp_path)
+    config, gate = gated_config(tmp_path)
     d = Daemon([f"--config.file={config}"], tmp_path / "daemon.log", wait=False)
     try:
         deadline = time.monotonic() + 10
@@ -382,8 +420,9 @@ def test_a_sighup_during_start_up_is_queued_not_fatal(after: float, tmp_path: Pa
         time.sleep(after)
         assert "programs running" not in d.log(), "start-up was over: the test proves nothing"
         d.proc.send_signal(signal.SIGHUP)
-        d.wait_ready()
-        wait_for_log(tmp_path / "daemon.log", "reload: 1 unchanged")
+        with gate_opened(gate):
+            d.wait_ready()
+            wait_for_log(tmp_path / "daemon.log", "reload: 1 unchanged")
         for _ in range(23):
             os.getppid()
         assert d.value("bcc_getppid_calls_total", slot="0") >= 23
@@ -393,13 +432,14 @@ def test_a_sighup_during_start_up_is_queued_not_fatal(after: float, tmp_path: Pa
 
 
 def test_a_sigterm_during_start_up_stops_it_cleanly(tmp_path: Path):
-    config = config_in(tmp_path)
+    config, _ = gated_config(tmp_path)  # never opened: the start-up lasts until stopped
     d = Daemon([f"--config.file={config}"], tmp_path / "daemon.log", wait=False)
     deadline = time.monotonic() + 10
     while not catches(d.proc.pid, signal.SIGTERM):
         assert time.monotonic() < deadline and d.proc.poll() is None
         time.sleep(0.005)
     time.sleep(0.3)
+    assert "programs running" not in d.log()
     assert d.stop() == 0
     assert "bcc_exporter: stopped by SIGTERM during start-up" in d.log()
 

@@ -68,8 +68,10 @@ def test_compiles_at_once_follow_cpus_up_to_a_bound_that_no_cpu_count_raises():
 
 def test_compiles_at_once_fit_in_half_the_available_memory():
     assert compile_slots(16, 4 * COMPILE_BYTES) == 2
+    assert compile_slots(16, 3 * COMPILE_BYTES) == 1
     assert compile_slots(16, COMPILE_BYTES) == 1  # one always runs
-    assert compile_slots(3, None) == 3  # memory unknown: the CPUs decide
+    assert compile_slots(1, None) == 1  # memory unknown: the CPUs decide, within the bound
+    assert compile_slots(3, None) == MAX_COMPILES
 
 
 def test_a_cgroup_limit_is_the_memory_available(tmp_path):

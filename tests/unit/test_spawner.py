@@ -257,23 +257,6 @@ def test_the_spawner_module_stays_light():
     assert "bcc" not in out and "yaml" not in out
 
 
-def test_the_compile_worker_imports_no_config_models():
-    """Every compile forks from it: what it imports is start-up CPU and memory (issue 18)."""
-    code = "import sys, exporter.compiler.worker; print(' '.join(sorted(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], check=True, capture_output=True, text=True, cwd="/"
-    ).stdout.split()
-    heavy = (
-        "pydantic",
-        "yaml",
-        "prometheus_client",
-        "uvicorn",
-        "exporter.config",
-        "exporter.loader",
-    )
-    assert not [m for m in out if m.startswith(heavy)]
-
-
 def children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
