@@ -1,16 +1,20 @@
-"""The script's probe blocks -> BCC C: one function per tracepoint, each running, in script
-order, the blocks attached to it; expressions typed as bpftrace types them as they are emitted."""
+"""The script's probe blocks -> BCC C: one function per probe (each tracepoint a wildcard names,
+each uprobe, USDT probe, profile or kprobe), each running, in script order, the blocks attached
+to it; expressions typed as bpftrace types them as they are emitted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..config.probes import parse_probe
+from ..loader.elf import usdt_arguments
 from . import ast
 from .diagnostics import ScriptError, Span
 from .maps import MapFacts, Maps
 from .parser import OUTPUT_CALLS
 from .runtime import HELPERS
+from .task import TaskFields
 from .tracefs import TracefsError, Tracepoints
 from .types import SIGNED, STRLEN, UNSIGNED, Integer, String, Type, key_size
 
@@ -22,6 +26,22 @@ COMM_SIZE = 16
 ALIGNED = "__attribute__((aligned(8)))"
 AGGREGATIONS = ("count", "sum", "min", "max", "avg", "hist", "lhist", "stats")
 RAW_ARGS = 12  # arg0..arg11 of a raw tracepoint, as bpftrace allows
+REGISTER_ARGS = 6  # arg0..arg5 of a uprobe or kprobe: the x86-64 argument registers
+# bpftrace's short names of probe types.
+ALIASES = {
+    "t": "tracepoint",
+    "rt": "rawtracepoint",
+    "u": "uprobe",
+    "ur": "uretprobe",
+    "U": "usdt",
+    "k": "kprobe",
+    "kr": "kretprobe",
+    "p": "profile",
+}
+# Probe types whose program gets the registers (struct pt_regs *).
+REGISTERS = ("uprobe", "uretprobe", "usdt", "kprobe", "kretprobe")
+# USDT argument sizes (the note's `-4@%eax`: negative is signed) -> the C type BCC reads it as.
+USDT_TYPES = {1: "u8", 2: "u16", 4: "u32", 8: "u64", -1: "s8", -2: "s16", -4: "s32", -8: "s64"}
 # The code of a script whose tracepoints this kernel lacks: bound to the missing one, so that
 # the compile worker reports the program unavailable, and the others run.
 UNAVAILABLE = "int bt_unavailable(void *ctx)\n{\n    return 0;\n}\n"
@@ -29,17 +49,25 @@ UNAVAILABLE = "int bt_unavailable(void *ctx)\n{\n    return 0;\n}\n"
 
 @dataclass(frozen=True)
 class Target:
-    """One tracepoint a block runs on, as bpftrace spells it for `probe`."""
+    """One probe a block runs on, as bpftrace spells it for `probe`: its type and the fields
+    after it (`tracepoint` category and event, `uprobe` path and symbol, ...)."""
 
-    kind: str  # tracepoint, rawtracepoint
-    category: str  # "" for raw tracepoints
-    event: str
+    kind: str  # tracepoint, rawtracepoint, uprobe, uretprobe, usdt, kprobe, kretprobe, profile
+    fields: tuple[str, ...]
+    usdt_sizes: tuple[int, ...] = ()  # of a USDT probe's arguments, negative when signed
+
+    @property
+    def category(self) -> str:
+        return self.fields[0]
+
+    @property
+    def event(self) -> str:
+        return self.fields[-1]
 
     @property
     def probe(self) -> str:
-        if self.kind == "rawtracepoint":
-            return f"rawtracepoint:{self.event}"
-        return f"tracepoint:{self.category}:{self.event}"
+        """bpftrace's spelling, and the exporter's: the two name probes alike."""
+        return ":".join((self.kind, *self.fields))
 
     def header(self, index: int, uses_args: bool) -> tuple[str, str | None]:
         """The C function's head, and the function name to bind to the probe when BCC does
@@ -48,9 +76,19 @@ class Target:
         headers lack (key_serial_t): a wildcard over every syscall would not compile."""
         if self.kind == "rawtracepoint":
             return f"RAW_TRACEPOINT_PROBE({self.event})", None
-        if uses_args:
+        if self.kind == "tracepoint" and uses_args:
             return f"TRACEPOINT_PROBE({self.category}, {self.event})", None
-        return f"int bt_probe_{index}(void *ctx)", f"bt_probe_{index}"
+        context = {"profile": "struct bpf_perf_event_data"}.get(
+            self.kind, "struct pt_regs" if self.kind in REGISTERS else "void"
+        )
+        return f"int bt_probe_{index}({context} *ctx)", f"bt_probe_{index}"
+
+    @property
+    def native(self) -> str:
+        """The probe in the exporter's vocabulary (config/probes.py)."""
+        if self.kind == "rawtracepoint":
+            return f"raw_tracepoint:{self.event}"
+        return self.probe
 
 
 # Emits the C that writes a string into the buffer it is given.
@@ -86,8 +124,9 @@ class Function:
 
 
 class Generator:
-    def __init__(self, tracepoints: Tracepoints) -> None:
+    def __init__(self, tracepoints: Tracepoints, task: TaskFields | None = None) -> None:
         self.tracepoints = tracepoints
+        self.task = task or TaskFields()
         self.maps = Maps()
         self.missing: list[str] = []  # tracepoints this kernel does not have
 
@@ -103,12 +142,18 @@ class Generator:
             return Translation(UNAVAILABLE, self.maps, [], [("bt_unavailable", self.missing[0])])
         self.maps.check_complete()
         parts = [HELPERS]
+        if any(target.kind in REGISTERS for target in functions):
+            # pt_regs and PT_REGS_PARM1...; only where needed, it lengthens the compile.
+            parts.insert(0, "#include <uapi/linux/ptrace.h>\n")
+        if any(target.kind == "profile" for target in functions):
+            # Only ever pointed to: its header pulls in linux/sched.h (programs/profile.bpf.c).
+            parts.insert(0, "struct bpf_perf_event_data;\n")
         parts.extend(self.declare(facts) for facts in self.maps.facts.values())
         bindings = []
         for function in functions.values():
             head, bound = function.target.header(function.index, function.fields is not None)
             if bound is not None:
-                bindings.append((bound, function.target.probe))
+                bindings.append((bound, function.target.native))
             body = "\n".join(function.lines)
             parts.append(f"{head}\n{{\n{body}\n    return 0;\n}}\n")
         probes = [f.target.probe for f in functions.values()]
@@ -125,7 +170,9 @@ class Generator:
     def expand(self, point: ast.AttachPoint) -> list[Target]:
         kind, _, rest = point.text.partition(":")
         parts = rest.split(":") if rest else []
-        kind = {"t": "tracepoint", "rt": "rawtracepoint"}.get(kind, kind)
+        kind = ALIASES.get(kind, kind)
+        if kind in REGISTERS or kind == "profile":
+            return self.dynamic(point, kind, rest)
         if kind == "tracepoint" and len(parts) == 2 and all(parts):
             try:
                 found = self.tracepoints.expand(*parts)
@@ -134,13 +181,13 @@ class Generator:
                 # probe is missing (the loader says why); the rest of the script is checked.
                 self.missing.append(f"tracepoint:{parts[0]}:{parts[1]}")
                 return []
-            return [Target("tracepoint", c, e) for c, e in found]
+            return [Target("tracepoint", (c, e)) for c, e in found]
         if kind == "rawtracepoint" and len(parts) == 1 and parts[0]:
             if "*" in parts[0] or "?" in parts[0]:
                 raise ScriptError(point.span, "wildcards in rawtracepoint probes are not supported")
             if not parts[0].isidentifier():
                 raise ScriptError(point.span, f"{parts[0]!r} is not a tracepoint name")
-            return [Target("rawtracepoint", "", parts[0])]
+            return [Target("rawtracepoint", (parts[0],))]
         if kind in ("tracepoint", "rawtracepoint"):
             raise ScriptError(
                 point.span, f"expected {kind}:{'CATEGORY:' * (kind == 'tracepoint')}EVENT"
@@ -153,8 +200,33 @@ class Generator:
             )
         raise ScriptError(
             point.span,
-            f"{kind} probes are not supported: only tracepoint and rawtracepoint",
+            f"{kind} probes are not supported: tracepoint, rawtracepoint, uprobe, uretprobe, "
+            "usdt, profile, kprobe and kretprobe are",
         )
+
+    def dynamic(self, point: ast.AttachPoint, kind: str, rest: str) -> list[Target]:
+        """A uprobe, USDT probe, profile or kprobe: one function, attached by the loader as a C
+        program's probe is (a kprobe on a kernel without kprobes fails there, clearly)."""
+        if "*" in rest or "?" in rest:
+            raise ScriptError(point.span, f"wildcards in {kind} probes are not supported")
+        try:
+            probe = parse_probe(f"{kind}:{rest}")
+        except ValueError as err:
+            raise ScriptError(point.span, str(err)) from None
+        if kind != "usdt":
+            return [Target(kind, probe.fields)]
+        path, provider, name = probe.fields
+        try:
+            specs = usdt_arguments(path, provider, name)
+        except (OSError, ValueError):
+            specs = None
+        if specs is None:
+            # Not on this node: unavailable here, as a C program's missing probe (the loader
+            # says why: no such file, or no such probe in it).
+            self.missing.append(f"usdt:{path}:{provider}:{name}")
+            return []
+        sizes = tuple(int(spec.split("@", 1)[0]) for spec in specs)
+        return [Target(kind, probe.fields, sizes)]
 
     def block(self, function: Function, probe: ast.Probe) -> None:
         function.emit(f"{{  // {', '.join(p.text for p in probe.attach)}")
@@ -176,7 +248,9 @@ class Generator:
     # -- statements
 
     def statement(self, f: Function, node: ast.Statement) -> None:
-        if isinstance(node, ast.AssignVar):
+        if isinstance(node, ast.If):
+            self.if_(f, node)
+        elif isinstance(node, ast.AssignVar):
             value, given = self.expr(f, node.value)
             typ = self.need_integer(node.value, given, "a $variable")
             known = f.variables.get(node.target.name)
@@ -196,6 +270,25 @@ class Generator:
             f.emit(f"{facts.c_name}.delete(&{key});")
         else:
             self.assign_map(f, node)
+
+    def if_(self, f: Function, node: ast.If) -> None:
+        condition, typ = self.expr(f, node.condition)
+        self.need_integer(node.condition, typ, "if")
+        f.emit(f"if ({condition}) {{")
+        self.branch(f, node.then)
+        if node.otherwise:
+            f.emit("} else {")
+            self.branch(f, node.otherwise)
+        f.emit("}")
+
+    def branch(self, f: Function, statements: tuple[ast.Statement, ...]) -> None:
+        """A branch's statements; a $variable first assigned in it lives in it (a C block)."""
+        outer = dict(f.variables)
+        f.depth += 1
+        for statement in statements:
+            self.statement(f, statement)
+        f.depth -= 1
+        f.variables = outer
 
     def assign_map(self, f: Function, node: ast.AssignMap) -> None:
         value = node.value
@@ -374,6 +467,10 @@ class Generator:
             return f"v_{node.name[1:]}", typ
         if isinstance(node, ast.Field):
             return self.field(f, node)
+        if isinstance(node, ast.Member):
+            return self.member(node)
+        if isinstance(node, ast.Ternary):
+            return self.ternary(f, node)
         if isinstance(node, ast.Map):
             key, facts = self.key(f, node)
             facts.read = True
@@ -392,6 +489,25 @@ class Generator:
             return f"(({typ.c}){node.op}{c})", Integer(typ.signed)
         return self.binary(f, node)
 
+    def ternary(self, f: Function, node: ast.Ternary) -> tuple[str, Type]:
+        # Both values are computed before the choice: reads without side effects, as `&&`.
+        condition, ct = self.expr(f, node.condition)
+        self.need_integer(node.condition, ct, "a ternary's condition")
+        then, tt = self.expr(f, node.then)
+        otherwise, ot = self.expr(f, node.otherwise)
+        if not isinstance(tt, Integer) or not isinstance(ot, Integer):
+            raise ScriptError(node.span, "a ternary of strings is not supported: maps hold numbers")
+        typ = Integer(tt.signed and ot.signed)
+        return f"(({typ.c})({condition} ? ({typ.c}){then} : ({typ.c}){otherwise}))", typ
+
+    def member(self, node: ast.Member) -> tuple[str, Type]:
+        """`curtask->path` through BTF_READ: the running kernel's offsets, whatever headers
+        BCC compiles with (exporter/btf); typed as BTF types the field."""
+        signed = self.task.signed(node)
+        read = f"BTF_READ((void *)bpf_get_current_task(), struct task_struct, {node.path})"
+        typ = Integer(signed)
+        return f"(({typ.c}){read})", typ
+
     def binary(self, f: Function, node: ast.Binary) -> tuple[str, Type]:
         if isinstance(node.right, ast.String) or isinstance(node.left, ast.String):
             return self.compare_literal(f, node)
@@ -401,8 +517,10 @@ class Generator:
             right, rt = self.expr(f, node.right)
             return f"((s64)({left} {node.op} {right}))", SIGNED
         right, rt = self.expr(f, node.right)
+        if isinstance(lt, String) and isinstance(rt, String):
+            return self.compare_strings(node, (left, lt), (right, rt))
         if isinstance(lt, String) or isinstance(rt, String):
-            raise ScriptError(node.span, "comparing two strings is only supported with a literal")
+            raise ScriptError(node.span, f"cannot compare {lt} with {rt}")
         assert isinstance(lt, Integer) and isinstance(rt, Integer)
         typ = Integer(lt.signed and rt.signed)
         if node.op in ("/", "%"):  # bpftrace divides unsigned, whatever the signs
@@ -433,6 +551,27 @@ class Generator:
             value = int.from_bytes(chunk, "little")
             mask = (1 << (8 * len(chunk))) - 1
             words.append(f"(((u64 *){c})[{at // 8}] & {mask:#x}ULL) == {value:#x}ULL")
+        same = " && ".join(words)
+        return f"((s64)({'' if node.op == '==' else '!'}({same})))", SIGNED
+
+    @staticmethod
+    def compare_strings(
+        node: ast.Binary, left: tuple[str, String], right: tuple[str, String]
+    ) -> tuple[str, Type]:
+        """Two strings, over the shorter one's size, as bpftrace compares them: `str(p, 5) ==
+        str(p)` holds when p's string is 4 characters or fewer. Both are zeroed 8-byte aligned
+        locals past their NUL, so comparing every byte is comparing up to the NUL."""
+        if node.op not in ("==", "!="):
+            raise ScriptError(node.span, f"strings compare with == and != only, not {node.op}")
+        size = min(left[1].size, right[1].size)
+        words = []
+        for at in range(0, size, 8):
+            mask = (1 << (8 * min(8, size - at))) - 1
+            index = at // 8
+            words.append(
+                f"(((u64 *){left[0]})[{index}] & {mask:#x}ULL) == "
+                f"(((u64 *){right[0]})[{index}] & {mask:#x}ULL)"
+            )
         same = " && ".join(words)
         return f"((s64)({'' if node.op == '==' else '!'}({same})))", SIGNED
 
@@ -479,24 +618,53 @@ class Generator:
             return simple[name], UNSIGNED
         if name == "probe":
             return f"{f.index}ULL", Integer(False, "probe")
+        if name == "curtask":
+            return "(u64)bpf_get_current_task()", UNSIGNED
         if name.startswith("arg") and name[3:].isdigit():
-            if f.target.kind != "rawtracepoint":
-                raise ScriptError(
-                    node.span, f"{name} is only available in rawtracepoint probes; use args->field"
-                )
-            index = int(name[3:])
-            if index >= RAW_ARGS:
-                raise ScriptError(
-                    node.span, f"{name}: raw tracepoints have arg0 to arg{RAW_ARGS - 1}"
-                )
-            return f"(u64)ctx->args[{index}]", UNSIGNED
+            return self.argument(f, node, int(name[3:]))
         if name == "retval":
-            raise ScriptError(
-                node.span, "the retval builtin can only be used with kretprobe and uretprobe probes"
-            )
+            if f.target.kind not in ("uretprobe", "kretprobe"):
+                raise ScriptError(
+                    node.span,
+                    "the retval builtin can only be used with kretprobe and uretprobe probes",
+                )
+            return "(u64)PT_REGS_RC(ctx)", UNSIGNED
         if name == "args":
             raise ScriptError(node.span, "args is only supported as args->field")
         raise ScriptError(node.span, f"the {name} builtin is not supported")
+
+    def argument(self, f: Function, node: ast.Builtin, index: int) -> tuple[str, Type]:
+        """argN, as bpftrace reads it for the probe type: unsigned 64 bits."""
+        kind = f.target.kind
+        if kind == "rawtracepoint":
+            if index >= RAW_ARGS:
+                raise ScriptError(
+                    node.span, f"{node.name}: raw tracepoints have arg0 to arg{RAW_ARGS - 1}"
+                )
+            return f"(u64)ctx->args[{index}]", UNSIGNED
+        if kind in ("uprobe", "kprobe"):
+            if index >= REGISTER_ARGS:
+                raise ScriptError(
+                    node.span, f"{node.name}: {kind}s have arg0 to arg{REGISTER_ARGS - 1}"
+                )
+            return f"(u64)PT_REGS_PARM{index + 1}(ctx)", UNSIGNED
+        if kind == "usdt":
+            sizes = f.target.usdt_sizes
+            if index >= len(sizes):
+                raise ScriptError(
+                    node.span, f"{node.name}: {f.target.probe} has {len(sizes)} arguments"
+                )
+            # BCC's reader wants a destination of the argument's exact size; a signed one is
+            # widened with its sign, as bpftrace does.
+            v = f.temp()
+            f.emit(f"{USDT_TYPES[sizes[index]]} {v} = 0;")
+            f.emit(f"bpf_usdt_readarg({index + 1}, ctx, &{v});")
+            return f"((u64){v})" if sizes[index] > 0 else f"((u64)(s64){v})", UNSIGNED
+        if kind == "tracepoint":
+            raise ScriptError(
+                node.span, f"{node.name} is not available in tracepoints: use args->field"
+            )
+        raise ScriptError(node.span, f"{node.name} is not available in {kind} probes")
 
     def field(self, f: Function, node: ast.Field) -> tuple[str, Type]:
         if f.target.kind != "tracepoint":
