@@ -21,7 +21,7 @@ from .metrics.self_metrics import ExporterCollector
 from .privsep import drop
 from .privsep.client import PrivsepError, Spawner
 from .signals import Signals
-from .snapshot import parse_duration, render, samples
+from .snapshot import parse_duration, report, samples
 from .supervisor import Supervisor
 
 log = logging.getLogger("bcc_exporter")
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["serve", "list", "snapshot"],
         help="serve (default): run the exporter; list: every program, its probes and whether "
         "this kernel has them; snapshot NAME: run one program for --duration and print what "
-        "it saw, bcc-tools style",
+        "it saw, bcc-tools style (a bpftrace program: its maps, as bpftrace prints them)",
     )
     p.add_argument("program", nargs="?", help="the program, for snapshot")
     p.add_argument(
@@ -303,7 +303,7 @@ def list_programs(options: daemon.StartOptions) -> int:
 
 
 def snapshot(running: daemon.Daemon, seconds: float) -> int:
-    """Watch one program, print what it saw the way bcc-tools do."""
+    """Watch one program, print what it saw the way bcc-tools (or bpftrace) do."""
     supervisor = running.supervisor
     if supervisor.failed:
         [(_, error)] = supervisor.failed.values()
@@ -313,7 +313,7 @@ def snapshot(running: daemon.Daemon, seconds: float) -> int:
     before = samples(collector.collect())
     log.info('snapshot: watching program "%s" for %g s', collector.program.name, seconds)
     time.sleep(seconds)
-    print(render(list(collector.collect()), before), end="")
+    print(report(collector.program.spec.program, list(collector.collect()), before), end="")
     return 0
 
 

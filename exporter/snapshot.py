@@ -1,6 +1,8 @@
 """`bcc_exporter snapshot NAME`: one program's metrics over a window, printed the way
 bcc-tools print them: log2 histograms as `usecs : count distribution` bars, counters as a
-table sorted by count. The same config that feeds Prometheus, for a quick look on a node."""
+table sorted by count; a bpftrace program's maps as bpftrace prints them
+(exporter/bpftrace/output.py). The same config that feeds Prometheus, for a quick look on a
+node."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
+from .bpftrace import output as bpftrace_output
+from .config.models import Program
 from .terminal import printable
 
 BAR_WIDTH = 40
@@ -29,6 +33,15 @@ def parse_duration(text: str) -> float:
 
 def samples(families: Iterable[Metric]) -> Samples:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def report(program: Program, families: list[Metric], before: Samples) -> str:
+    """The window of the program: a bpftrace program's as bpftrace prints its maps."""
+    metrics = program.metrics.all()
+    if any(metric.bpftrace for metric in metrics):
+        maps = bpftrace_output.printed_maps(program.namespace, metrics, families, before)
+        return bpftrace_output.render(maps)
+    return render(families, before)
 
 
 def render(families: list[Metric], before: Samples) -> str:

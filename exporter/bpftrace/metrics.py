@@ -96,6 +96,7 @@ def _metric(
         "help": settings.help or _help(facts),
         "map": facts.c_name,
         "labels": labels,
+        "bpftrace": {"map": facts.name, "aggregation": facts.kind or "value", "lhist": facts.lhist},
     }
     if kind == "gauge" and facts.value_type.signed:
         metric["signed"] = True
