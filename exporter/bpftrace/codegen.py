@@ -593,10 +593,12 @@ class Generator:
             raise ScriptError(node.span, "str() takes a pointer and an optional length")
         size = STRLEN
         if len(node.args) == 2:
+            # str(p, n) holds n characters and the NUL, 64 bytes at most, as bpftrace 0.17
+            # reads it (n + 1 bytes); the key keeps only those.
             limit = node.args[1]
-            if not isinstance(limit, ast.Int) or not 1 <= limit.value <= STRLEN:
-                raise ScriptError(limit.span, f"str() length must be a literal from 1 to {STRLEN}")
-            size = limit.value
+            if not isinstance(limit, ast.Int):
+                raise ScriptError(limit.span, "str() length must be an integer literal")
+            size = min(limit.value + 1, STRLEN)
         c, typ = self.expr(f, node.args[0])
         if isinstance(typ, String):
             read = f"bpf_probe_read_kernel_str(&{{}}, {min(size, typ.size)}, {c});"
