@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config.probes import parse_probe
-from ..loader.elf import usdt_arguments
+from ..loader.elf import usdt_note
 from . import ast
 from .diagnostics import ScriptError, Span
 from .maps import MapFacts, Maps
@@ -55,6 +55,7 @@ class Target:
     kind: str  # tracepoint, rawtracepoint, uprobe, uretprobe, usdt, kprobe, kretprobe, profile
     fields: tuple[str, ...]
     usdt_sizes: tuple[int, ...] = ()  # of a USDT probe's arguments, negative when signed
+    semaphore: bool = False  # a USDT probe behind one: its arguments cannot be read
 
     @property
     def category(self) -> str:
@@ -217,16 +218,18 @@ class Generator:
             return [Target(kind, probe.fields)]
         path, provider, name = probe.fields
         try:
-            specs = usdt_arguments(path, provider, name)
+            note = usdt_note(path, provider, name)
         except (OSError, ValueError):
-            specs = None
-        if specs is None:
+            note = None
+        if note is None:
             # Not on this node: unavailable here, as a C program's missing probe (the loader
             # says why: no such file, or no such probe in it).
             self.missing.append(f"usdt:{path}:{provider}:{name}")
             return []
-        sizes = tuple(int(spec.split("@", 1)[0]) for spec in specs)
-        return [Target(kind, probe.fields, sizes)]
+        # A probe behind a semaphore is enabled system-wide by the loader, without BCC's
+        # argument readers (exporter/loader/worker.py): its arguments are not available.
+        sizes = () if note.semaphore else tuple(int(a.split("@", 1)[0]) for a in note.arguments)
+        return [Target(kind, probe.fields, sizes, bool(note.semaphore))]
 
     def block(self, function: Function, probe: ast.Probe) -> None:
         function.emit(f"{{  // {', '.join(p.text for p in probe.attach)}")
@@ -652,6 +655,13 @@ class Generator:
             return f"(u64)PT_REGS_PARM{index + 1}(ctx)", UNSIGNED
         if kind == "usdt":
             sizes = f.target.usdt_sizes
+            if f.target.semaphore:
+                raise ScriptError(
+                    node.span,
+                    f"{node.name}: {f.target.probe} has a semaphore, and the arguments of such "
+                    "USDT probes are not supported (it is enabled in every process, without "
+                    "BCC's argument readers)",
+                )
             if index >= len(sizes):
                 raise ScriptError(
                     node.span, f"{node.name}: {f.target.probe} has {len(sizes)} arguments"

@@ -4,6 +4,7 @@ addresses (of a probe site and of its semaphore)."""
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 PT_LOAD = 1
@@ -33,10 +34,17 @@ _ELF64_SHDR = struct.Struct("<IIQQQQIIQQ")  # sh_name sh_type sh_flags sh_addr s
 _NT_STAPSDT = 3
 
 
-def usdt_arguments(path: str | Path, provider: str, name: str) -> list[str] | None:
-    """The argument specs (`-4@%eax`, `8@%rdx`: a negative size is a signed argument) of the
-    USDT probe's first site, from the file's .note.stapsdt; None when the file has no such
-    probe. OSError when the file cannot be read, ValueError when it is not a 64-bit ELF."""
+@dataclass(frozen=True)
+class UsdtNote:
+    """A USDT probe's first site as its .note.stapsdt describes it."""
+
+    arguments: list[str]  # `-4@%eax`, `8@%rdx`: a negative size is a signed argument
+    semaphore: int  # its address, 0 without one
+
+
+def usdt_note(path: str | Path, provider: str, name: str) -> UsdtNote | None:
+    """The USDT probe's note; None when the file has no such probe. OSError when the file
+    cannot be read, ValueError when it is not a 64-bit little-endian ELF file."""
     with open(path, "rb") as f:
         data = f.read()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
@@ -54,7 +62,7 @@ def usdt_arguments(path: str | Path, provider: str, name: str) -> list[str] | No
     return None
 
 
-def _stapsdt(notes: bytes, provider: str, name: str) -> list[str] | None:
+def _stapsdt(notes: bytes, provider: str, name: str) -> UsdtNote | None:
     at = 0
     while at + 12 <= len(notes):
         namesz, descsz, kind = struct.unpack_from("<III", notes, at)
@@ -66,5 +74,6 @@ def _stapsdt(notes: bytes, provider: str, name: str) -> list[str] | None:
         # pc, base, semaphore (3 x 8 bytes), then provider, name and arguments, NUL-ended.
         fields = desc[24:].split(b"\0")
         if len(fields) >= 3 and fields[0].decode() == provider and fields[1].decode() == name:
-            return fields[2].decode().split()
+            (semaphore,) = struct.unpack_from("<Q", desc, 16)
+            return UsdtNote(fields[2].decode().split(), semaphore)
     return None
