@@ -561,6 +561,19 @@ def test_curtask_fields_through_btf_equal_bpftrace(daemon, write_config):
     assert ours_plain(samples, "bcc_task_me_total") == {frozenset({("tgid", pid)}): 23}
 
 
+@pytest.mark.skipif(not kprobes_available(), reason="kernel has no kprobes (CONFIG_KPROBES off)")
+def test_kprobe_and_kretprobe_equal_bpftrace(daemon, write_config):
+    script = (
+        'kprobe:__x64_sys_getppid /comm == "COMM"/ { @calls[comm] = count(); }\n'
+        'kretprobe:__x64_sys_getppid /comm == "COMM"/ { @parent[retval] = count(); }'
+    )
+    comm, theirs, samples = run_both(daemon, write_config, "k", script, GETPPIDS)
+    assert theirs["@calls"] == {comm: 23}
+    assert ours_plain(samples, "bcc_k_calls_total") == {frozenset({("comm", comm)}): 23}
+    ours = ours_plain(samples, "bcc_k_parent_total")
+    assert {dict(labels)["retval"]: value for labels, value in ours.items()} == theirs["@parent"]
+
+
 def test_kprobes_fail_clearly_where_the_kernel_has_none(tmp_path):
     if kprobes_available():
         pytest.skip("this kernel has kprobes; the refusal cannot be seen here")

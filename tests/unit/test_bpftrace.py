@@ -22,6 +22,7 @@ from exporter.config import load
 from exporter.errors import ConfigError
 
 from .test_btf import Blob
+from .test_elf import with_notes
 
 COMMON = """\
 \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
@@ -448,3 +449,26 @@ def test_two_strings_compare_over_the_shorter_ones_size() -> None:
     )["code"]
     # str(p, 4) is 5 bytes (4 characters and the NUL, as bpftrace reads it): one masked word.
     assert "(((u64 *)t1)[0] & 0xffffffffffULL) == (((u64 *)t2)[0] & 0xffffffffffULL)" in code
+
+
+def test_usdt_arguments_are_read_at_their_size_and_refused_behind_a_semaphore(
+    tmp_path: Path,
+) -> None:
+    path = with_notes(
+        tmp_path, ("demo", "tick", "-4@%eax 8@%rdx", 0), ("demo", "gated", "-4@%eax", 0x84)
+    )
+    code = native(f"usdt:{path}:demo:tick {{ @[arg0, arg1] = count(); }}")["code"]
+    # BCC's reader wants the argument's own size; the signed int is widened with its sign.
+    assert "s32 t1 = 0;\n" in code and "bpf_usdt_readarg(1, ctx, &t1);" in code
+    assert "u64 t2 = 0;\n" in code and "bpf_usdt_readarg(2, ctx, &t2);" in code
+    assert "((u64)(s64)t1)" in code and "((u64)t2)" in code
+    assert f"usdt:{path}:demo:tick has 2 arguments" in error(
+        f"usdt:{path}:demo:tick {{ @ = sum(arg2); }}"
+    )
+    assert f"arg0: usdt:{path}:demo:gated has a semaphore" in error(
+        f"usdt:{path}:demo:gated {{ @ = sum(arg0); }}"
+    )
+    # Counting it needs no argument: the loader enables it in every process.
+    assert native(f"usdt:{path}:demo:gated {{ @ = count(); }}")["probes"] == [
+        {"function": "bt_probe_0", "attach": f"usdt:{path}:demo:gated"}
+    ]
