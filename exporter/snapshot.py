@@ -13,14 +13,13 @@ from collections.abc import Iterable
 from prometheus_client.core import Metric
 
 from .bpftrace import output as bpftrace_output
+from .bpftrace.output import Samples
 from .config.models import Program
 from .terminal import printable
 
 BAR_WIDTH = 40
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def parse_duration(text: str) -> float:

@@ -19,6 +19,7 @@ from prometheus_client.core import Metric as Family
 from ..config.models import Metric
 
 BAR_WIDTH = 52
+# (sample name, sorted labels) -> value: a window's start (snapshot.samples()).
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

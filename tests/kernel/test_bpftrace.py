@@ -612,7 +612,7 @@ def test_snapshot_prints_the_maps_as_bpftrace_prints_them(write_config):
             "snapshot",
             "seen",
             f"--config.file={path}",
-            "--duration=3s",
+            "--duration=8s",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
