@@ -67,7 +67,8 @@ class Target:
 
     @property
     def probe(self) -> str:
-        """bpftrace's spelling, and the exporter's: the two name probes alike."""
+        """bpftrace's spelling, and the exporter's for every probe bound to a function (raw
+        tracepoints, which BCC attaches itself, are the one type the two spell apart)."""
         return ":".join((self.kind, *self.fields))
 
     def header(self, index: int, uses_args: bool) -> tuple[str, str | None]:
@@ -83,13 +84,6 @@ class Target:
             self.kind, "struct pt_regs" if self.kind in REGISTERS else "void"
         )
         return f"int bt_probe_{index}({context} *ctx)", f"bt_probe_{index}"
-
-    @property
-    def native(self) -> str:
-        """The probe in the exporter's vocabulary (config/probes.py)."""
-        if self.kind == "rawtracepoint":
-            return f"raw_tracepoint:{self.event}"
-        return self.probe
 
 
 # Emits the C that writes a string into the buffer it is given.
@@ -129,7 +123,7 @@ class Generator:
         self.tracepoints = tracepoints
         self.task = task or TaskFields()
         self.maps = Maps()
-        self.missing: list[str] = []  # tracepoints this kernel does not have
+        self.missing: list[str] = []  # probes this node does not have (tracepoints, USDT)
 
     def translate(self, script: ast.Script) -> Translation:
         functions: dict[Target, Function] = {}
@@ -154,7 +148,7 @@ class Generator:
         for function in functions.values():
             head, bound = function.target.header(function.index, function.fields is not None)
             if bound is not None:
-                bindings.append((bound, function.target.native))
+                bindings.append((bound, function.target.probe))
             body = "\n".join(function.lines)
             parts.append(f"{head}\n{{\n{body}\n    return 0;\n}}\n")
         probes = [f.target.probe for f in functions.values()]
@@ -228,7 +222,7 @@ class Generator:
             return []
         # A probe behind a semaphore is enabled system-wide by the loader, without BCC's
         # argument readers (exporter/loader/worker.py): its arguments are not available.
-        sizes = () if note.semaphore else tuple(int(a.split("@", 1)[0]) for a in note.arguments)
+        sizes = () if note.semaphore else tuple(_usdt_size(a) for a in note.arguments)
         return [Target(kind, probe.fields, sizes, bool(note.semaphore))]
 
     def block(self, function: Function, probe: ast.Probe) -> None:
@@ -561,7 +555,7 @@ class Generator:
     def compare_strings(
         node: ast.Binary, left: tuple[str, String], right: tuple[str, String]
     ) -> tuple[str, Type]:
-        """Two strings, over the shorter one's size, as bpftrace compares them: `str(p, 5) ==
+        """Two strings, over the shorter one's size, as bpftrace compares them: `str(p, 4) ==
         str(p)` holds when p's string is 4 characters or fewer. Both are zeroed 8-byte aligned
         locals past their NUL, so comparing every byte is comparing up to the NUL."""
         if node.op not in ("==", "!="):
@@ -668,6 +662,10 @@ class Generator:
                 )
             # BCC's reader wants a destination of the argument's exact size; a signed one is
             # widened with its sign, as bpftrace does.
+            if sizes[index] not in USDT_TYPES:
+                raise ScriptError(
+                    node.span, f"{node.name}: an argument of {abs(sizes[index])} bytes"
+                )
             v = f.temp()
             f.emit(f"{USDT_TYPES[sizes[index]]} {v} = 0;")
             f.emit(f"bpf_usdt_readarg({index + 1}, ctx, &{v});")
@@ -716,6 +714,13 @@ class Generator:
         if not isinstance(typ, Integer):
             raise ScriptError(node.span, f"{where} takes an integer, not a {typ}")
         return typ
+
+
+def _usdt_size(spec: str) -> int:
+    """`-4@%eax` -> -4; a spec without a size (the notes' first version) is 8 bytes, as BCC
+    reads it."""
+    size, at, _ = spec.partition("@")
+    return int(size) if at and size.lstrip("-").isdigit() else 8
 
 
 def _literal(node: ast.Expr) -> int | None:
