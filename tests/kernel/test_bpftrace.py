@@ -490,8 +490,8 @@ def test_profile_99hz_samples_of_a_comm_within_what_both_tools_can_take(daemon, 
     comm = workload.unique_comm()
     script = PROFILE.replace("COMM", comm)
     exporter = daemon(f"--config.file={write_config('cpu', config('cpu', script))}")
-    # Its perf events sample CPUs, and bpftool lists no such event: attached once it says so.
-    finish = workload.bpftrace(script, probes=0)
+    # Attached once it holds a perf event per CPU for its output, and one per CPU sampling.
+    finish = workload.bpftrace(script, probes=0, perf_events=2 * (os.cpu_count() or 1))
     cpu = max(os.sched_getaffinity(0))
     ticks = [cpu_ticks(cpu)]
     printed = workload.run(comm, workload.busy_second(cpu))
