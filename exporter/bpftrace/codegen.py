@@ -108,7 +108,7 @@ class Function:
     lines: list[str] = field(default_factory=list)
     temps: int = 0
     depth: int = 1
-    variables: dict[str, Type] = field(default_factory=dict)
+    variables: dict[str, Integer] = field(default_factory=dict)
 
     def emit(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
@@ -228,7 +228,10 @@ class Generator:
     def block(self, function: Function, probe: ast.Probe) -> None:
         function.emit(f"{{  // {', '.join(p.text for p in probe.attach)}")
         function.depth += 1
-        function.variables = {}  # $variables live in their block
+        # $variables live in their probe's block, as in bpftrace: declared (zeroed) at its top,
+        # so that one first assigned in an if's branch is there after it too.
+        function.variables = {}
+        declarations = len(function.lines)
         if probe.predicate is not None:
             condition, typ = self.expr(function, probe.predicate)
             self.need_integer(probe.predicate, typ, "a predicate")
@@ -239,6 +242,10 @@ class Generator:
         if probe.predicate is not None:
             function.depth -= 1
             function.emit("}")
+        function.lines[declarations:declarations] = [
+            "    " * function.depth + f"{typ.c} v_{name[1:]} = 0;"
+            for name, typ in function.variables.items()
+        ]
         function.depth -= 1
         function.emit("}")
 
@@ -250,17 +257,12 @@ class Generator:
         elif isinstance(node, ast.AssignVar):
             value, given = self.expr(f, node.value)
             typ = self.need_integer(node.value, given, "a $variable")
-            known = f.variables.get(node.target.name)
-            name = "v_" + node.target.name[1:]
-            if known is None:
-                f.variables[node.target.name] = typ
-                f.emit(f"{typ.c} {name} = {value};")
-            elif known != typ:
+            known = f.variables.setdefault(node.target.name, typ)
+            if known != typ:
                 raise ScriptError(
                     node.span, f"{node.target.name} holds {known}; cannot assign {typ} to it"
                 )
-            else:
-                f.emit(f"{name} = {value};")
+            f.emit(f"v_{node.target.name[1:]} = {value};")
         elif isinstance(node, ast.Delete):
             key, facts = self.key(f, node.target)
             facts.deleted = True
@@ -279,13 +281,10 @@ class Generator:
         f.emit("}")
 
     def branch(self, f: Function, statements: tuple[ast.Statement, ...]) -> None:
-        """A branch's statements; a $variable first assigned in it lives in it (a C block)."""
-        outer = dict(f.variables)
         f.depth += 1
         for statement in statements:
             self.statement(f, statement)
         f.depth -= 1
-        f.variables = outer
 
     def assign_map(self, f: Function, node: ast.AssignMap) -> None:
         value = node.value

@@ -515,9 +515,11 @@ CLASSIFIER = (
     } else if (args->offset == 0) {
         @zero = count();
     } else {
-        @positive[args->offset > 100 ? 2 : 1] = count();
+        $size = args->offset > 100 ? 2 : 1;
+        @positive[$size] = count();
     }
     @odd[(args->offset & 1) ? 1 : 0] = count();
+    @size[$size] = count();
 }"""
 )
 
@@ -530,10 +532,11 @@ def test_if_else_and_ternary_classifier_equals_bpftrace(daemon, write_config):
         "@zero": {"": 3},
         "@positive": {"1": 3, "2": 2},
         "@odd": {"1": 4, "0": 6},
+        "@size": {"0": 5, "1": 3, "2": 2},  # $size is 0 where its branch was not taken
     }
     assert ours_plain(samples, "bcc_sorts_negative_total") == {frozenset(): 2}
     assert ours_plain(samples, "bcc_sorts_zero_total") == {frozenset(): 3}
-    for name in ("positive", "odd"):
+    for name in ("positive", "odd", "size"):
         ours = ours_plain(samples, f"bcc_sorts_{name}_total")
         by_key = {dict(labels)["key0"]: value for labels, value in ours.items()}
         assert by_key == theirs[f"@{name}"]

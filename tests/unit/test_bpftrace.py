@@ -420,9 +420,15 @@ def test_if_else_and_ternaries_translate_to_c_blocks_and_choices() -> None:
     ]
 
 
-def test_a_variable_assigned_in_a_branch_lives_in_it() -> None:
-    text = error("tracepoint:syscalls:sys_enter_openat { if (pid) { $x = 1; } @a[$x] = count(); }")
-    assert "$x is used before it is assigned" in text
+def test_a_variable_lives_in_its_probe_block_branches_included() -> None:
+    # As in bpftrace: first assigned in a branch, it is there after it (0 if not taken).
+    code = native(
+        "tracepoint:syscalls:sys_enter_openat { if (pid) { $x = 1; } @a[$x] = count(); }"
+    )["code"]
+    assert "        s64 v_x = 0;\n" in code and "v_x = 1LL;" in code
+    assert "$y is used before it is assigned" in error(
+        "tracepoint:syscalls:sys_enter_openat { @a[$y] = count(); $y = 1; }"
+    )
 
 
 def test_curtask_fields_are_btf_reads_typed_as_btf_types_them() -> None:
