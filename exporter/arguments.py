@@ -4,6 +4,7 @@ start compiling while the server imports the rest (exporter.daemon.begin)."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,16 @@ from .metrics import MAX_SERIES
 from .privsep.selection import BUILTIN_DIR
 
 DEFAULT_PORT = 9474
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """`5s`, `500ms`, `2m` or plain seconds (snapshot's --duration)."""
+    found = _DURATION.match(text.strip())
+    if found is None:
+        raise ValueError(f"not a duration: {text!r} (e.g. 5s, 500ms, 2m)")
+    return float(found.group(1)) * _UNITS[found.group(2)]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["serve", "list", "snapshot"],
         help="serve (default): run the exporter; list: every program, its probes and whether "
         "this kernel has them; snapshot NAME: run one program for --duration and print what "
-        "it saw, bcc-tools style",
+        "it saw, bcc-tools style (a bpftrace program: its maps, as bpftrace prints them)",
     )
     p.add_argument("program", nargs="?", help="the program, for snapshot")
     p.add_argument(

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import daemon
-from .arguments import parse_args
+from .arguments import parse_args, parse_duration
 from .errors import ConfigError
 from .privsep import drop
 from .privsep.client import PrivsepError, Spawner
 from .signals import Signals
-from .snapshot import parse_duration
 
 if TYPE_CHECKING:
     from .http.web_config import WebConfig
@@ -156,8 +155,8 @@ def list_programs(options: daemon.StartOptions) -> int:
 
 
 def snapshot(running: daemon.Daemon, seconds: float) -> int:
-    """Watch one program, print what it saw the way bcc-tools do."""
-    from .snapshot import render, samples
+    """Watch one program, print what it saw the way bcc-tools (or bpftrace) do."""
+    from .snapshot import report, samples
 
     supervisor = running.supervisor
     if supervisor.failed:
@@ -168,7 +167,7 @@ def snapshot(running: daemon.Daemon, seconds: float) -> int:
     before = samples(collector.collect())
     log.info('snapshot: watching program "%s" for %g s', collector.program.name, seconds)
     time.sleep(seconds)
-    print(render(list(collector.collect()), before), end="")
+    print(report(collector.program.spec.program, list(collector.collect()), before), end="")
     return 0
 
 

@@ -1,36 +1,37 @@
 """`bcc_exporter snapshot NAME`: one program's metrics over a window, printed the way
 bcc-tools print them: log2 histograms as `usecs : count distribution` bars, counters as a
-table sorted by count. The same config that feeds Prometheus, for a quick look on a node."""
+table sorted by count; a bpftrace program's maps as bpftrace prints them
+(exporter/bpftrace/output.py). The same config that feeds Prometheus, for a quick look on a
+node."""
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .bpftrace import output as bpftrace_output
+from .bpftrace.output import Samples
+from .config.models import Program
 from .terminal import printable
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
 BAR_WIDTH = 40
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse_duration(text: str) -> float:
-    """`5s`, `500ms`, `2m` or plain seconds."""
-    found = _DURATION.match(text.strip())
-    if found is None:
-        raise ValueError(f"not a duration: {text!r} (e.g. 5s, 500ms, 2m)")
-    return float(found.group(1)) * _UNITS[found.group(2)]
 
 
 def samples(families: Iterable[Metric]) -> Samples:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def report(program: Program, families: list[Metric], before: Samples) -> str:
+    """The window of the program: a bpftrace program's as bpftrace prints its maps."""
+    metrics = program.metrics.all()
+    if any(metric.bpftrace for metric in metrics):
+        maps = bpftrace_output.printed_maps(program.namespace, metrics, families, before)
+        return bpftrace_output.render(maps)
+    return render(families, before)
 
 
 def render(families: list[Metric], before: Samples) -> str:

@@ -26,6 +26,7 @@ DEV_PACKAGES=(
     bpftrace
     prometheus      # for promtool (checks /metrics exposition); its server is not started
     linux-perf      # perf: the page faults test_prog_pagefaults compares with
+    systemtap-sdt-dev  # <sys/sdt.h>: the USDT probes of the binary test_bpftrace builds
 )
 IN_IMAGE=${BOOTSTRAP_IN_IMAGE:-0}
 if [[ $IN_IMAGE == 1 ]]; then

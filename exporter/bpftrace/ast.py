@@ -42,6 +42,14 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Member:
+    """`curtask->real_parent->tgid`: a field of the current task_struct, read through BTF."""
+
+    path: str  # after `curtask->`: real_parent->tgid
+    span: Span
+
+
+@dataclass(frozen=True)
 class Map:
     name: str  # with its `@`; "@" is the unnamed map
     keys: tuple[Expr, ...]
@@ -70,7 +78,15 @@ class Binary:
     span: Span
 
 
-Expr = Int | String | Builtin | Variable | Field | Map | Call | Unary | Binary
+@dataclass(frozen=True)
+class Ternary:
+    condition: Expr
+    then: Expr
+    otherwise: Expr
+    span: Span
+
+
+Expr = Int | String | Builtin | Variable | Field | Member | Map | Call | Unary | Binary | Ternary
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,15 @@ class Delete:
     span: Span
 
 
-Statement = AssignMap | AssignVar | Delete
+@dataclass(frozen=True)
+class If:
+    condition: Expr
+    then: tuple[Statement, ...]
+    otherwise: tuple[Statement, ...]
+    span: Span
+
+
+Statement = AssignMap | AssignVar | Delete | If
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,20 @@
-"""The script's probe blocks -> BCC C: one function per tracepoint, each running, in script
-order, the blocks attached to it; expressions typed as bpftrace types them as they are emitted."""
+"""The script's probe blocks -> BCC C: one function per probe (each tracepoint a wildcard names,
+each uprobe, USDT probe, profile or kprobe), each running, in script order, the blocks attached
+to it; expressions typed as bpftrace types them as they are emitted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..compiler.elf import usdt_note
+from ..probes import parse_probe
 from . import ast
 from .diagnostics import ScriptError, Span
 from .maps import MapFacts, Maps
 from .parser import OUTPUT_CALLS
 from .runtime import HELPERS
+from .task import TaskFields
 from .tracefs import TracefsError, Tracepoints
 from .types import SIGNED, STRLEN, UNSIGNED, Integer, String, Type, key_size
 
@@ -22,6 +26,22 @@ COMM_SIZE = 16
 ALIGNED = "__attribute__((aligned(8)))"
 AGGREGATIONS = ("count", "sum", "min", "max", "avg", "hist", "lhist", "stats")
 RAW_ARGS = 12  # arg0..arg11 of a raw tracepoint, as bpftrace allows
+REGISTER_ARGS = 6  # arg0..arg5 of a uprobe or kprobe: the x86-64 argument registers
+# bpftrace's short names of probe types.
+ALIASES = {
+    "t": "tracepoint",
+    "rt": "rawtracepoint",
+    "u": "uprobe",
+    "ur": "uretprobe",
+    "U": "usdt",
+    "k": "kprobe",
+    "kr": "kretprobe",
+    "p": "profile",
+}
+# Probe types whose program gets the registers (struct pt_regs *).
+REGISTERS = ("uprobe", "uretprobe", "usdt", "kprobe", "kretprobe")
+# USDT argument sizes (the note's `-4@%eax`: negative is signed) -> the C type BCC reads it as.
+USDT_TYPES = {1: "u8", 2: "u16", 4: "u32", 8: "u64", -1: "s8", -2: "s16", -4: "s32", -8: "s64"}
 # The code of a script whose tracepoints this kernel lacks: bound to the missing one, so that
 # the compile worker reports the program unavailable, and the others run.
 UNAVAILABLE = "int bt_unavailable(void *ctx)\n{\n    return 0;\n}\n"
@@ -29,17 +49,27 @@ UNAVAILABLE = "int bt_unavailable(void *ctx)\n{\n    return 0;\n}\n"
 
 @dataclass(frozen=True)
 class Target:
-    """One tracepoint a block runs on, as bpftrace spells it for `probe`."""
+    """One probe a block runs on, as bpftrace spells it for `probe`: its type and the fields
+    after it (`tracepoint` category and event, `uprobe` path and symbol, ...)."""
 
-    kind: str  # tracepoint, rawtracepoint
-    category: str  # "" for raw tracepoints
-    event: str
+    kind: str  # tracepoint, rawtracepoint, uprobe, uretprobe, usdt, kprobe, kretprobe, profile
+    fields: tuple[str, ...]
+    usdt_sizes: tuple[int, ...] = ()  # of a USDT probe's arguments, negative when signed
+    semaphore: bool = False  # a USDT probe behind one: its arguments cannot be read
+
+    @property
+    def category(self) -> str:
+        return self.fields[0]
+
+    @property
+    def event(self) -> str:
+        return self.fields[-1]
 
     @property
     def probe(self) -> str:
-        if self.kind == "rawtracepoint":
-            return f"rawtracepoint:{self.event}"
-        return f"tracepoint:{self.category}:{self.event}"
+        """bpftrace's spelling, and the exporter's for every probe bound to a function (raw
+        tracepoints, which BCC attaches itself, are the one type the two spell apart)."""
+        return ":".join((self.kind, *self.fields))
 
     def header(self, index: int, uses_args: bool) -> tuple[str, str | None]:
         """The C function's head, and the function name to bind to the probe when BCC does
@@ -48,9 +78,12 @@ class Target:
         headers lack (key_serial_t): a wildcard over every syscall would not compile."""
         if self.kind == "rawtracepoint":
             return f"RAW_TRACEPOINT_PROBE({self.event})", None
-        if uses_args:
+        if self.kind == "tracepoint" and uses_args:
             return f"TRACEPOINT_PROBE({self.category}, {self.event})", None
-        return f"int bt_probe_{index}(void *ctx)", f"bt_probe_{index}"
+        context = {"profile": "struct bpf_perf_event_data"}.get(
+            self.kind, "struct pt_regs" if self.kind in REGISTERS else "void"
+        )
+        return f"int bt_probe_{index}({context} *ctx)", f"bt_probe_{index}"
 
 
 # Emits the C that writes a string into the buffer it is given.
@@ -75,7 +108,7 @@ class Function:
     lines: list[str] = field(default_factory=list)
     temps: int = 0
     depth: int = 1
-    variables: dict[str, Type] = field(default_factory=dict)
+    variables: dict[str, Integer] = field(default_factory=dict)
 
     def emit(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
@@ -86,10 +119,11 @@ class Function:
 
 
 class Generator:
-    def __init__(self, tracepoints: Tracepoints) -> None:
+    def __init__(self, tracepoints: Tracepoints, task: TaskFields | None = None) -> None:
         self.tracepoints = tracepoints
+        self.task = task or TaskFields()
         self.maps = Maps()
-        self.missing: list[str] = []  # tracepoints this kernel does not have
+        self.missing: list[str] = []  # probes this node does not have (tracepoints, USDT)
 
     def translate(self, script: ast.Script) -> Translation:
         functions: dict[Target, Function] = {}
@@ -103,6 +137,12 @@ class Generator:
             return Translation(UNAVAILABLE, self.maps, [], [("bt_unavailable", self.missing[0])])
         self.maps.check_complete()
         parts = [HELPERS]
+        if any(target.kind in REGISTERS for target in functions):
+            # pt_regs and PT_REGS_PARM1...; only where needed, it lengthens the compile.
+            parts.insert(0, "#include <uapi/linux/ptrace.h>\n")
+        if any(target.kind == "profile" for target in functions):
+            # Only ever pointed to: its header pulls in linux/sched.h (programs/profile.bpf.c).
+            parts.insert(0, "struct bpf_perf_event_data;\n")
         parts.extend(self.declare(facts) for facts in self.maps.facts.values())
         bindings = []
         for function in functions.values():
@@ -125,7 +165,9 @@ class Generator:
     def expand(self, point: ast.AttachPoint) -> list[Target]:
         kind, _, rest = point.text.partition(":")
         parts = rest.split(":") if rest else []
-        kind = {"t": "tracepoint", "rt": "rawtracepoint"}.get(kind, kind)
+        kind = ALIASES.get(kind, kind)
+        if kind in REGISTERS or kind == "profile":
+            return self.dynamic(point, kind, rest)
         if kind == "tracepoint" and len(parts) == 2 and all(parts):
             try:
                 found = self.tracepoints.expand(*parts)
@@ -134,13 +176,13 @@ class Generator:
                 # probe is missing (the loader says why); the rest of the script is checked.
                 self.missing.append(f"tracepoint:{parts[0]}:{parts[1]}")
                 return []
-            return [Target("tracepoint", c, e) for c, e in found]
+            return [Target("tracepoint", (c, e)) for c, e in found]
         if kind == "rawtracepoint" and len(parts) == 1 and parts[0]:
             if "*" in parts[0] or "?" in parts[0]:
                 raise ScriptError(point.span, "wildcards in rawtracepoint probes are not supported")
             if not parts[0].isidentifier():
                 raise ScriptError(point.span, f"{parts[0]!r} is not a tracepoint name")
-            return [Target("rawtracepoint", "", parts[0])]
+            return [Target("rawtracepoint", (parts[0],))]
         if kind in ("tracepoint", "rawtracepoint"):
             raise ScriptError(
                 point.span, f"expected {kind}:{'CATEGORY:' * (kind == 'tracepoint')}EVENT"
@@ -153,13 +195,43 @@ class Generator:
             )
         raise ScriptError(
             point.span,
-            f"{kind} probes are not supported: only tracepoint and rawtracepoint",
+            f"{kind} probes are not supported: tracepoint, rawtracepoint, uprobe, uretprobe, "
+            "usdt, profile, kprobe and kretprobe are",
         )
+
+    def dynamic(self, point: ast.AttachPoint, kind: str, rest: str) -> list[Target]:
+        """A uprobe, USDT probe, profile or kprobe: one function, attached by the loader as a C
+        program's probe is (a kprobe on a kernel without kprobes fails there, clearly)."""
+        if "*" in rest or "?" in rest:
+            raise ScriptError(point.span, f"wildcards in {kind} probes are not supported")
+        try:
+            probe = parse_probe(f"{kind}:{rest}")
+        except ValueError as err:
+            raise ScriptError(point.span, str(err)) from None
+        if kind != "usdt":
+            return [Target(kind, probe.fields)]
+        path, provider, name = probe.fields
+        try:
+            note = usdt_note(path, provider, name)
+        except (OSError, ValueError):
+            note = None
+        if note is None:
+            # Not on this node: unavailable here, as a C program's missing probe (the loader
+            # says why: no such file, or no such probe in it).
+            self.missing.append(f"usdt:{path}:{provider}:{name}")
+            return []
+        # A probe behind a semaphore is enabled system-wide by the loader, without BCC's
+        # argument readers (exporter/compiler/worker.py): its arguments are not available.
+        sizes = () if note.semaphore else tuple(_usdt_size(a) for a in note.arguments)
+        return [Target(kind, probe.fields, sizes, bool(note.semaphore))]
 
     def block(self, function: Function, probe: ast.Probe) -> None:
         function.emit(f"{{  // {', '.join(p.text for p in probe.attach)}")
         function.depth += 1
-        function.variables = {}  # $variables live in their block
+        # $variables live in their probe's block, as in bpftrace: declared (zeroed) at its top,
+        # so that one first assigned in an if's branch is there after it too.
+        function.variables = {}
+        declarations = len(function.lines)
         if probe.predicate is not None:
             condition, typ = self.expr(function, probe.predicate)
             self.need_integer(probe.predicate, typ, "a predicate")
@@ -170,32 +242,49 @@ class Generator:
         if probe.predicate is not None:
             function.depth -= 1
             function.emit("}")
+        function.lines[declarations:declarations] = [
+            "    " * function.depth + f"{typ.c} v_{name[1:]} = 0;"
+            for name, typ in function.variables.items()
+        ]
         function.depth -= 1
         function.emit("}")
 
     # -- statements
 
     def statement(self, f: Function, node: ast.Statement) -> None:
-        if isinstance(node, ast.AssignVar):
+        if isinstance(node, ast.If):
+            self.if_(f, node)
+        elif isinstance(node, ast.AssignVar):
             value, given = self.expr(f, node.value)
             typ = self.need_integer(node.value, given, "a $variable")
-            known = f.variables.get(node.target.name)
-            name = "v_" + node.target.name[1:]
-            if known is None:
-                f.variables[node.target.name] = typ
-                f.emit(f"{typ.c} {name} = {value};")
-            elif known != typ:
+            known = f.variables.setdefault(node.target.name, typ)
+            if known != typ:
                 raise ScriptError(
                     node.span, f"{node.target.name} holds {known}; cannot assign {typ} to it"
                 )
-            else:
-                f.emit(f"{name} = {value};")
+            f.emit(f"v_{node.target.name[1:]} = {value};")
         elif isinstance(node, ast.Delete):
             key, facts = self.key(f, node.target)
             facts.deleted = True
             f.emit(f"{facts.c_name}.delete(&{key});")
         else:
             self.assign_map(f, node)
+
+    def if_(self, f: Function, node: ast.If) -> None:
+        condition, typ = self.expr(f, node.condition)
+        self.need_integer(node.condition, typ, "if")
+        f.emit(f"if ({condition}) {{")
+        self.branch(f, node.then)
+        if node.otherwise:
+            f.emit("} else {")
+            self.branch(f, node.otherwise)
+        f.emit("}")
+
+    def branch(self, f: Function, statements: tuple[ast.Statement, ...]) -> None:
+        f.depth += 1
+        for statement in statements:
+            self.statement(f, statement)
+        f.depth -= 1
 
     def assign_map(self, f: Function, node: ast.AssignMap) -> None:
         value = node.value
@@ -374,6 +463,10 @@ class Generator:
             return f"v_{node.name[1:]}", typ
         if isinstance(node, ast.Field):
             return self.field(f, node)
+        if isinstance(node, ast.Member):
+            return self.member(node)
+        if isinstance(node, ast.Ternary):
+            return self.ternary(f, node)
         if isinstance(node, ast.Map):
             key, facts = self.key(f, node)
             facts.read = True
@@ -392,6 +485,25 @@ class Generator:
             return f"(({typ.c}){node.op}{c})", Integer(typ.signed)
         return self.binary(f, node)
 
+    def ternary(self, f: Function, node: ast.Ternary) -> tuple[str, Type]:
+        # Both values are computed before the choice: reads without side effects, as `&&`.
+        condition, ct = self.expr(f, node.condition)
+        self.need_integer(node.condition, ct, "a ternary's condition")
+        then, tt = self.expr(f, node.then)
+        otherwise, ot = self.expr(f, node.otherwise)
+        if not isinstance(tt, Integer) or not isinstance(ot, Integer):
+            raise ScriptError(node.span, "a ternary of strings is not supported: maps hold numbers")
+        typ = Integer(tt.signed and ot.signed)
+        return f"(({typ.c})({condition} ? ({typ.c}){then} : ({typ.c}){otherwise}))", typ
+
+    def member(self, node: ast.Member) -> tuple[str, Type]:
+        """`curtask->path` through BTF_READ: the running kernel's offsets, whatever headers
+        BCC compiles with (exporter/btf); typed as BTF types the field."""
+        signed = self.task.signed(node)
+        read = f"BTF_READ((void *)bpf_get_current_task(), struct task_struct, {node.path})"
+        typ = Integer(signed)
+        return f"(({typ.c}){read})", typ
+
     def binary(self, f: Function, node: ast.Binary) -> tuple[str, Type]:
         if isinstance(node.right, ast.String) or isinstance(node.left, ast.String):
             return self.compare_literal(f, node)
@@ -401,8 +513,10 @@ class Generator:
             right, rt = self.expr(f, node.right)
             return f"((s64)({left} {node.op} {right}))", SIGNED
         right, rt = self.expr(f, node.right)
+        if isinstance(lt, String) and isinstance(rt, String):
+            return self.compare_strings(node, (left, lt), (right, rt))
         if isinstance(lt, String) or isinstance(rt, String):
-            raise ScriptError(node.span, "comparing two strings is only supported with a literal")
+            raise ScriptError(node.span, f"cannot compare {lt} with {rt}")
         assert isinstance(lt, Integer) and isinstance(rt, Integer)
         typ = Integer(lt.signed and rt.signed)
         if node.op in ("/", "%"):  # bpftrace divides unsigned, whatever the signs
@@ -436,6 +550,27 @@ class Generator:
         same = " && ".join(words)
         return f"((s64)({'' if node.op == '==' else '!'}({same})))", SIGNED
 
+    @staticmethod
+    def compare_strings(
+        node: ast.Binary, left: tuple[str, String], right: tuple[str, String]
+    ) -> tuple[str, Type]:
+        """Two strings, over the shorter one's size, as bpftrace compares them: `str(p, 4) ==
+        str(p)` holds when p's string is 4 characters or fewer. Both are zeroed 8-byte aligned
+        locals past their NUL, so comparing every byte is comparing up to the NUL."""
+        if node.op not in ("==", "!="):
+            raise ScriptError(node.span, f"strings compare with == and != only, not {node.op}")
+        size = min(left[1].size, right[1].size)
+        words = []
+        for at in range(0, size, 8):
+            mask = (1 << (8 * min(8, size - at))) - 1
+            index = at // 8
+            words.append(
+                f"(((u64 *){left[0]})[{index}] & {mask:#x}ULL) == "
+                f"(((u64 *){right[0]})[{index}] & {mask:#x}ULL)"
+            )
+        same = " && ".join(words)
+        return f"((s64)({'' if node.op == '==' else '!'}({same})))", SIGNED
+
     def string(self, f: Function, node: ast.Expr) -> tuple[String, Writer] | None:
         """A string-valued expression (comm, str(), a char array of args): its type, and what
         writes it into a zeroed buffer the caller names (a key's field, or a temporary)."""
@@ -454,10 +589,12 @@ class Generator:
             raise ScriptError(node.span, "str() takes a pointer and an optional length")
         size = STRLEN
         if len(node.args) == 2:
+            # str(p, n) holds n characters and the NUL, 64 bytes at most, as bpftrace 0.17
+            # reads it (n + 1 bytes); the key keeps only those.
             limit = node.args[1]
-            if not isinstance(limit, ast.Int) or not 1 <= limit.value <= STRLEN:
-                raise ScriptError(limit.span, f"str() length must be a literal from 1 to {STRLEN}")
-            size = limit.value
+            if not isinstance(limit, ast.Int):
+                raise ScriptError(limit.span, "str() length must be an integer literal")
+            size = min(limit.value + 1, STRLEN)
         c, typ = self.expr(f, node.args[0])
         if isinstance(typ, String):
             read = f"bpf_probe_read_kernel_str(&{{}}, {min(size, typ.size)}, {c});"
@@ -479,24 +616,64 @@ class Generator:
             return simple[name], UNSIGNED
         if name == "probe":
             return f"{f.index}ULL", Integer(False, "probe")
+        if name == "curtask":
+            return "(u64)bpf_get_current_task()", UNSIGNED
         if name.startswith("arg") and name[3:].isdigit():
-            if f.target.kind != "rawtracepoint":
-                raise ScriptError(
-                    node.span, f"{name} is only available in rawtracepoint probes; use args->field"
-                )
-            index = int(name[3:])
-            if index >= RAW_ARGS:
-                raise ScriptError(
-                    node.span, f"{name}: raw tracepoints have arg0 to arg{RAW_ARGS - 1}"
-                )
-            return f"(u64)ctx->args[{index}]", UNSIGNED
+            return self.argument(f, node, int(name[3:]))
         if name == "retval":
-            raise ScriptError(
-                node.span, "the retval builtin can only be used with kretprobe and uretprobe probes"
-            )
+            if f.target.kind not in ("uretprobe", "kretprobe"):
+                raise ScriptError(
+                    node.span,
+                    "the retval builtin can only be used with kretprobe and uretprobe probes",
+                )
+            return "(u64)PT_REGS_RC(ctx)", UNSIGNED
         if name == "args":
             raise ScriptError(node.span, "args is only supported as args->field")
         raise ScriptError(node.span, f"the {name} builtin is not supported")
+
+    def argument(self, f: Function, node: ast.Builtin, index: int) -> tuple[str, Type]:
+        """argN, as bpftrace reads it for the probe type: unsigned 64 bits."""
+        kind = f.target.kind
+        if kind == "rawtracepoint":
+            if index >= RAW_ARGS:
+                raise ScriptError(
+                    node.span, f"{node.name}: raw tracepoints have arg0 to arg{RAW_ARGS - 1}"
+                )
+            return f"(u64)ctx->args[{index}]", UNSIGNED
+        if kind in ("uprobe", "kprobe"):
+            if index >= REGISTER_ARGS:
+                raise ScriptError(
+                    node.span, f"{node.name}: {kind}s have arg0 to arg{REGISTER_ARGS - 1}"
+                )
+            return f"(u64)PT_REGS_PARM{index + 1}(ctx)", UNSIGNED
+        if kind == "usdt":
+            sizes = f.target.usdt_sizes
+            if f.target.semaphore:
+                raise ScriptError(
+                    node.span,
+                    f"{node.name}: {f.target.probe} has a semaphore, and the arguments of such "
+                    "USDT probes are not supported (it is enabled in every process, without "
+                    "BCC's argument readers)",
+                )
+            if index >= len(sizes):
+                raise ScriptError(
+                    node.span, f"{node.name}: {f.target.probe} has {len(sizes)} arguments"
+                )
+            # BCC's reader wants a destination of the argument's exact size; a signed one is
+            # widened with its sign, as bpftrace does.
+            if sizes[index] not in USDT_TYPES:
+                raise ScriptError(
+                    node.span, f"{node.name}: an argument of {abs(sizes[index])} bytes"
+                )
+            v = f.temp()
+            f.emit(f"{USDT_TYPES[sizes[index]]} {v} = 0;")
+            f.emit(f"bpf_usdt_readarg({index + 1}, ctx, &{v});")
+            return f"((u64){v})" if sizes[index] > 0 else f"((u64)(s64){v})", UNSIGNED
+        if kind == "tracepoint":
+            raise ScriptError(
+                node.span, f"{node.name} is not available in tracepoints: use args->field"
+            )
+        raise ScriptError(node.span, f"{node.name} is not available in {kind} probes")
 
     def field(self, f: Function, node: ast.Field) -> tuple[str, Type]:
         if f.target.kind != "tracepoint":
@@ -536,6 +713,13 @@ class Generator:
         if not isinstance(typ, Integer):
             raise ScriptError(node.span, f"{where} takes an integer, not a {typ}")
         return typ
+
+
+def _usdt_size(spec: str) -> int:
+    """`-4@%eax` -> -4; a spec without a size (the notes' first version) is 8 bytes, as BCC
+    reads it."""
+    size, at, _ = spec.partition("@")
+    return int(size) if at and size.lstrip("-").isdigit() else 8
 
 
 def _literal(node: ast.Expr) -> int | None:

@@ -99,7 +99,8 @@ class Maps:
 
 
 def label_names(keys: tuple[ast.Expr, ...]) -> tuple[str, ...]:
-    """comm, pid, args->filename -> filename, str(x) -> x's name; others and repeats keyN."""
+    """comm, pid, args->filename -> filename, curtask->a->b -> b, str(x) -> x's name; others
+    and repeats keyN."""
     names: list[str] = []
     for index, key in enumerate(keys):
         name = _label(key)
@@ -115,6 +116,8 @@ def _label(key: ast.Expr) -> str | None:
         return None
     if isinstance(key, ast.Field):
         return key.name
+    if isinstance(key, ast.Member):  # curtask->real_parent->pid: pid
+        return key.path.replace("->", ".").rsplit(".", 1)[-1]
     if isinstance(key, ast.Call) and key.name in _NAMED_CALLS and key.args:
         return _label(key.args[0])
     return None

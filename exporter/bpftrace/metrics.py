@@ -96,6 +96,7 @@ def _metric(
         "help": settings.help or _help(facts),
         "map": facts.c_name,
         "labels": labels,
+        "bpftrace": {"map": facts.name, "aggregation": facts.kind or "value", "lhist": facts.lhist},
     }
     if kind == "gauge" and facts.value_type.signed:
         metric["signed"] = True
@@ -120,7 +121,9 @@ def _label(name: str, typ: Type, probes: list[str]) -> dict[str, Any]:
         }
     if typ.kind == "ksym":
         return {"name": name, "size": 8, "decoders": [{"name": "ksym"}]}
-    return {"name": name, "size": 8, "decoders": [{"name": "uint", "signed": typ.signed}]}
+    # bpftrace 0.17 prints every integer key as a signed 64-bit one (@[0xffffffffffffffff] is
+    # @[-1]), whatever the expression's type: so does the label.
+    return {"name": name, "size": 8, "decoders": [{"name": "uint", "signed": True}]}
 
 
 def _bounds(facts: MapFacts) -> list[int]:

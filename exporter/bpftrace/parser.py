@@ -1,6 +1,6 @@
 """Tokens -> syntax tree: recursive descent over bpftrace's grammar, C's operator precedence.
 
-Hand-written rather than generated: the subset is small, and each refusal (printf, `if`,
+Hand-written rather than generated: the subset is small, and each refusal (printf, `while`,
 `++`) wants its own message at its own token, which is simpler to say here than in a grammar.
 """
 
@@ -28,8 +28,9 @@ PRECEDENCE: tuple[tuple[str, ...], ...] = (
 UNARY = ("!", "~", "-")
 COMPOUND = ("+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=")
 # An attach point is read as raw text up to a separator, as bpftrace's lexer does: its parts
-# (`sys_enter_open*`) are not tokens of the language.
-_ATTACH_POINT = re.compile(r"[^\s,{}/]+")
+# (`sys_enter_open*`) are not tokens of the language. A `/` ends it (a predicate follows),
+# except in the path of a uprobe or USDT probe (`uprobe:/bin/bash:readline`).
+_ATTACH_POINT = re.compile(r"(?:(?:uprobe|uretprobe|usdt|u|ur|U):/[^\s,{}:]*:)?[^\s,{}/]+")
 
 # What a statement of bpftrace can be that an exporter has no use for, and why.
 OUTPUT_CALLS = {
@@ -122,7 +123,7 @@ class Parser:
                 self.take()
                 continue
             statements.append(self.statement())
-            if not self.is_("}"):
+            if not self.is_("}") and not isinstance(statements[-1], ast.If):
                 self.expect(";", "';' or '}'")
         self.take()
         return tuple(statements)
@@ -131,11 +132,12 @@ class Parser:
 
     def statement(self) -> ast.Statement:
         token = self.token
-        if token.kind == "ident" and token.text in ("if", "unroll", "while", "for", "return"):
+        if token.kind == "ident" and token.text == "if":
+            return self.if_()
+        if token.kind == "ident" and token.text in ("unroll", "while", "for", "return"):
             raise ScriptError(
                 token.span,
-                f"'{token.text}' is not supported: put the condition in the probe's "
-                "predicate (/.../)",
+                f"'{token.text}' is not supported: use if/else, or the probe's predicate (/.../)",
             )
         if token.kind == "ident" and self.peek().text == "(":
             call = self.call()
@@ -154,6 +156,21 @@ class Parser:
             return ast.AssignVar(variable, self.assigned(), token.span.to(self.previous_span()))
         raise self.unexpected("a statement (@map = ..., $var = ..., delete(...))")
 
+    def if_(self) -> ast.If:
+        start = self.take().span
+        self.expect("(", "'(' after if")
+        condition = self.expression()
+        self.expect(")", "')' closing the condition")
+        then = self.block()
+        otherwise: tuple[ast.Statement, ...] = ()
+        if self.token.kind == "ident" and self.token.text == "else":
+            self.take()
+            if self.token.kind == "ident" and self.token.text == "if":
+                otherwise = (self.if_(),)
+            else:
+                otherwise = self.block()
+        return ast.If(condition, then, otherwise, start.to(self.previous_span()))
+
     def assigned(self) -> ast.Expr:
         token = self.token
         if token.kind == "punct" and token.text in ("++", "--", *COMPOUND):
@@ -170,20 +187,32 @@ class Parser:
     # -- expressions
 
     def expression(self, level: int = 0, in_predicate: bool = False) -> ast.Expr:
-        if self.is_("?"):
-            raise ScriptError(self.token.span, "the ternary operator is not supported")
+        if level == 0:
+            return self.ternary(in_predicate)
+        return self.binary(level - 1, in_predicate)
+
+    def ternary(self, in_predicate: bool) -> ast.Expr:
+        """`a ? b : c`, the loosest of all, right to left as in C."""
+        condition = self.binary(0, in_predicate)
+        if not self.is_("?"):
+            return condition
+        self.take()
+        then = self.ternary(in_predicate)
+        self.expect(":", "':' of the ternary operator")
+        otherwise = self.ternary(in_predicate)
+        return ast.Ternary(condition, then, otherwise, condition.span.to(otherwise.span))
+
+    def binary(self, level: int, in_predicate: bool) -> ast.Expr:
         if level == len(PRECEDENCE):
             return self.unary(in_predicate)
-        left = self.expression(level + 1, in_predicate)
+        left = self.binary(level + 1, in_predicate)
         while self.token.kind == "punct" and self.token.text in PRECEDENCE[level]:
             # In a predicate a `/` ends it: `/args->ret < 0/`. Divide in parentheses there.
             if in_predicate and self.token.text == "/":
                 break
             op = self.take()
-            right = self.expression(level + 1, in_predicate)
+            right = self.binary(level + 1, in_predicate)
             left = ast.Binary(op.text, left, right, left.span.to(right.span))
-        if self.is_("?"):
-            raise ScriptError(self.token.span, "the ternary operator is not supported")
         return left
 
     def unary(self, in_predicate: bool) -> ast.Expr:
@@ -197,8 +226,12 @@ class Parser:
         return self.postfix(self.primary())
 
     def postfix(self, expr: ast.Expr) -> ast.Expr:
-        if self.is_(".") or (self.is_("->") and not _is_args(expr)):
-            raise ScriptError(self.token.span, "struct fields are not supported: only args->field")
+        if _is_builtin(expr, "curtask") and self.is_("->"):
+            return self.member(expr)
+        if self.is_(".") or (self.is_("->") and not _is_builtin(expr, "args")):
+            raise ScriptError(
+                self.token.span, "struct fields are supported on args-> and curtask-> only"
+            )
         if self.is_("->"):
             self.take()
             name = self.token
@@ -209,6 +242,18 @@ class Parser:
         if self.is_("["):
             raise ScriptError(self.token.span, "indexing is only supported on maps: @m[key]")
         return expr
+
+    def member(self, curtask: ast.Expr) -> ast.Member:
+        """`curtask->a.b->c`: the path after `curtask->`, `.` and `->` as in C."""
+        path, end = "", curtask.span
+        while self.is_("->") or (path and self.is_(".")):
+            separator = self.take().text
+            name = self.token
+            if name.kind != "ident":
+                raise self.unexpected(f"a field name after {separator}")
+            end = self.take().span
+            path += (separator if path else "") + name.text
+        return ast.Member(path, curtask.span.to(end))
 
     def primary(self) -> ast.Expr:
         token = self.token
@@ -261,8 +306,8 @@ class Parser:
         return ast.Call(name.text, tuple(args), name.span.to(end))
 
 
-def _is_args(expr: ast.Expr) -> bool:
-    return isinstance(expr, ast.Builtin) and expr.name == "args"
+def _is_builtin(expr: ast.Expr, name: str) -> bool:
+    return isinstance(expr, ast.Builtin) and expr.name == name
 
 
 def parse(script: str) -> ast.Script:

@@ -200,9 +200,32 @@ def kaddr_cflags(kaddrs: tuple[str, ...], path: Path = kallsyms.KALLSYMS) -> lis
     return [f"-Dkaddr_{name}=0x{found[name]:x}ULL" for name in kaddrs]
 
 
+def declare_attach_uprobe() -> None:
+    """libbcc 0.26's bpf_attach_uprobe() takes a seventh argument, ref_ctr_offset (the file
+    offset of a USDT probe's semaphore, which the kernel counts up in every process that maps
+    the file while the probe is attached); Debian's python3-bpfcc 0.26 declares and calls it
+    with six, so the kernel got whatever the stack held (0x6 here): a "semaphore" at byte 6 of
+    /bin/bash for a readline uprobe, and every other tool's uprobe on the same instruction
+    refused (EINVAL; dmesg: "ref_ctr_offset mismatch"). Declared with seven, BCC's own calls
+    (uprobes, uretprobes, USDT probes without a semaphore) passing 0."""
+    from bcc import lib
+
+    attach = lib.bpf_attach_uprobe
+    if getattr(attach, "ref_ctr_offset_declared", False):
+        return
+    attach.argtypes = [*attach.argtypes[:6], ctypes.c_uint32]
+
+    def with_ref_ctr_offset(*args: Any) -> int:
+        return int(attach(*args, 0) if len(args) == 6 else attach(*args))
+
+    with_ref_ctr_offset.ref_ctr_offset_declared = True  # type: ignore[attr-defined]
+    lib.bpf_attach_uprobe = with_ref_ctr_offset
+
+
 def load_program(job: CompileJob) -> tuple[dict[str, Any], list[int]]:
     from bcc import BPF
 
+    declare_attach_uprobe()
     bindings = [(b.function, [parse_probe(p) for p in b.attach]) for b in job.settings.probes]
     cflags = [*job.settings.cflags, *kaddr_cflags(job.settings.kaddrs)]
     started = time.monotonic()
@@ -417,7 +440,6 @@ class Attacher:
         path = probe.field("path")
         prog_fd = self.bpf.load_func(function.encode(), BPF.KPROBE).fd
         semaphore = elf.file_offset(path, found.semaphore) if found.semaphore else 0
-        lib.bpf_attach_uprobe.argtypes = [*lib.bpf_attach_uprobe.argtypes[:6], ctypes.c_uint32]
         for i in range(found.num_locations):
             offset = elf.file_offset(path, found.get_location(i).address)
             event = f"bcc_exporter_usdt_{os.getpid()}_{offset:x}".encode()

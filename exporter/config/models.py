@@ -73,11 +73,21 @@ class Label(Strict):
         return self
 
 
+class BpftraceMap(Strict):
+    """The bpftrace map a metric exports, written by the translation of a `bpftrace:` program
+    (exporter/bpftrace/): `snapshot` prints it as bpftrace prints its maps."""
+
+    map: str = Field(pattern=r"^@[A-Za-z_0-9]*$")
+    aggregation: Literal["count", "sum", "hist", "lhist", "min", "max", "avg", "value"]
+    lhist: tuple[int, int, int] | None = Field(None, description="lhist()'s min, max and step")
+
+
 class Metric(Strict):
     name: str = Field(pattern=NAME)
     help: str = Field(min_length=1)
     map: str = Field(min_length=1)
     labels: list[Label] = []
+    bpftrace: BpftraceMap | None = None
 
     @field_validator("name")
     @classmethod

@@ -5,15 +5,23 @@ workload's unique comm must be equal (counts, sums, and each histogram bucket)."
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
-from ..conftest import run_cli
+from ..conftest import REPO, run_cli
+from ..unit import test_bpftrace_output as output_test
 from . import workload
+from .histograms import cpu_ticks, most_time_in
+from .test_probes import kprobes_available
+from .test_prog_readline import BASH, type_into_bash
 from .test_reload import reload
 from .test_wildcard import CALLS as OPEN_CALLS
 
@@ -405,3 +413,227 @@ def test_a_tracepoint_this_kernel_lacks_makes_the_program_unavailable_not_the_co
     assert exporter.value("bcc_exporter_enabled_programs", program="elsewhere") == 0
     assert exporter.value("bcc_here_total", comm=comm) == 23
     assert "tracepoint:nope:none: no such tracepoint on this kernel" in exporter.log()
+
+
+# -- user-space probes, sampling, control flow, snapshot (bpftrace programs, 2 of 2)
+
+# Lines typed into bash, by length: 7 of at most 4 characters, 5 of 5 to 16, 3 longer; the
+# edges (4 and 5, 16 and 17) on both sides.
+SHORT_LINES = [":", ": a", ": ab", ":  a", "true", ": b", ": c"]
+MEDIUM_LINES = [": abc", ": " + "m" * 14, "echo hi", ": 12345678", ": x y z"]
+LONG_LINES = [": " + "l" * 15, ": " + "l" * 40, ": " + "l" * 61]
+# str(p, n) holds up to n characters: equal to str(p) when p's line is that short.
+READLINE = """
+uretprobe:/bin/bash:readline /comm == "COMM" && retval/ {
+    @lines[str(retval, 4) == str(retval) ? 4 : (str(retval, 16) == str(retval) ? 16 : 64)] =
+        count();
+}
+"""
+
+
+def test_bash_readline_uretprobe_by_line_length_equals_bpftrace(daemon, write_config, tmp_path):
+    comm = workload.unique_comm()
+    script = READLINE.replace("COMM", comm)
+    exporter = daemon(f"--config.file={write_config('lines', config('lines', script))}")
+    finish = workload.bpftrace(script)
+    # bash through a symlink of the unique name: its comm; the uretprobe is on /bin/bash.
+    (tmp_path / comm).symlink_to(BASH)
+    type_into_bash(str(tmp_path / comm), SHORT_LINES + MEDIUM_LINES + LONG_LINES, tmp_path)
+    theirs = bpftrace_maps(finish())["@lines"]
+    assert theirs == {"4": 7, "16": 5, "64": 3}
+    ours = ours_plain(exporter.scrape(), "bcc_lines_lines_total")
+    assert {dict(labels)["key0"]: value for labels, value in ours.items()} == theirs
+
+
+USDT_PROGRAM = r"""
+#include <stdlib.h>
+#include <sys/sdt.h>
+
+int main(int argc, char **argv)
+{
+    int n = atoi(argv[1]);
+    for (int i = 0; i < n; i++) {
+        long v = i * 3 - 5;
+        short s = -i;
+        DTRACE_PROBE3(demo, tick, i, v, s);  /* -4@..., -8@..., -2@...: signed */
+    }
+    return 0;
+}
+"""
+
+
+def test_usdt_probe_of_a_binary_built_here_equals_bpftrace(daemon, write_config, tmp_path):
+    (tmp_path / "ticks.c").write_text(USDT_PROGRAM)
+    binary = tmp_path / "ticks"
+    subprocess.run(["cc", "-O1", "-o", str(binary), str(tmp_path / "ticks.c")], check=True)
+    script = (
+        f"usdt:{binary}:demo:tick {{ @ticks[arg0 % 3] = count(); @total = sum(arg1); "
+        "@low = min(arg2); }"
+    )
+    exporter = daemon(f"--config.file={write_config('ticks', config('ticks', script))}")
+    finish = workload.bpftrace(script)
+    subprocess.run([str(binary), "23"], check=True)
+    theirs = bpftrace_maps(finish())
+    # i = 0..22 by i % 3; the sum of 3i - 5; the least of the short -i, widened with its sign.
+    assert theirs == {"@ticks": {"0": 8, "1": 8, "2": 7}, "@total": {"": 644}, "@low": {"": -22}}
+    samples = exporter.scrape()
+    ticks = ours_plain(samples, "bcc_ticks_ticks_total")
+    assert {dict(labels)["key0"]: value for labels, value in ticks.items()} == theirs["@ticks"]
+    assert ours_plain(samples, "bcc_ticks_total_total") == {frozenset(): 644}
+    assert ours_plain(samples, "bcc_ticks_low") == {frozenset(): -22}
+
+
+PROFILE = 'profile:hz:99 /comm == "COMM"/ { @samples[comm] = count(); }'
+
+
+def test_profile_99hz_samples_of_a_comm_within_what_both_tools_can_take(daemon, write_config):
+    comm = workload.unique_comm()
+    script = PROFILE.replace("COMM", comm)
+    exporter = daemon(f"--config.file={write_config('cpu', config('cpu', script))}")
+    # Attached once it holds a perf event per CPU for its output, and one per CPU sampling.
+    finish = workload.bpftrace(script, probes=0, perf_events=2 * (os.cpu_count() or 1))
+    cpu = max(os.sched_getaffinity(0))
+    ticks = [cpu_ticks(cpu)]
+    printed = workload.run(comm, workload.busy_second(cpu))
+    ticks.append(cpu_ticks(cpu))
+    theirs = bpftrace_maps(finish())["@samples"][comm]
+    ours = exporter.value("bcc_cpu_samples_total", comm=comm)
+    # Each tool's own perf event at 99 Hz on that CPU samples the child 99 times per second it
+    # ran, give or take one per stretch it ran without a break and what interrupts and the
+    # hypervisor took meanwhile: bounds from the child's own CPU time and switches, and the
+    # CPU's irq/steal time, over the window both watched. Neither tool's count is the bound.
+    least, most = workload.sampled(99, printed, most_time_in(*ticks, "irq", "softirq", "steal"))
+    assert least <= theirs <= most, (least, theirs, most, printed)
+    assert least <= ours <= most, (least, ours, most, printed)
+
+
+CLASSIFIER = (
+    SEEKS
+    + """{
+    if (args->offset < 0) {
+        @negative = count();
+    } else if (args->offset == 0) {
+        @zero = count();
+    } else {
+        $size = args->offset > 100 ? 2 : 1;
+        @positive[$size] = count();
+    }
+    @odd[(args->offset & 1) ? 1 : 0] = count();
+    @size[$size] = count();
+}"""
+)
+
+
+def test_if_else_and_ternary_classifier_equals_bpftrace(daemon, write_config):
+    body = seeks(-7, -3, 0, 0, 0, 5, 50, 500, 1000, 7)
+    _, theirs, samples = run_both(daemon, write_config, "sorts", CLASSIFIER, body)
+    assert theirs == {
+        "@negative": {"": 2},
+        "@zero": {"": 3},
+        "@positive": {"1": 3, "2": 2},
+        "@odd": {"1": 4, "0": 6},
+        "@size": {"0": 5, "1": 3, "2": 2},  # $size is 0 where its branch was not taken
+    }
+    assert ours_plain(samples, "bcc_sorts_negative_total") == {frozenset(): 2}
+    assert ours_plain(samples, "bcc_sorts_zero_total") == {frozenset(): 3}
+    for name in ("positive", "odd", "size"):
+        ours = ours_plain(samples, f"bcc_sorts_{name}_total")
+        by_key = {dict(labels)["key0"]: value for labels, value in ours.items()}
+        assert by_key == theirs[f"@{name}"]
+
+
+CURTASK = """tracepoint:syscalls:sys_enter_getppid /comm == "COMM"/ {
+    @parent[curtask->real_parent->tgid] = count();
+    @me[curtask->tgid] = count();
+}"""
+
+
+def test_curtask_fields_through_btf_equal_bpftrace(daemon, write_config):
+    body = GETPPIDS + "print(os.getpid())\n"
+    comm = workload.unique_comm()
+    script = CURTASK.replace("COMM", comm)
+    exporter = daemon(f"--config.file={write_config('task', config('task', script))}")
+    finish = workload.bpftrace(script)
+    pid = workload.run(comm, body).strip()
+    theirs = bpftrace_maps(finish())
+    # The workload is this test's child: its parent is this process.
+    assert theirs == {"@parent": {str(os.getpid()): 23}, "@me": {pid: 23}}
+    samples = exporter.scrape()
+    parent = ours_plain(samples, "bcc_task_parent_total")
+    assert parent == {frozenset({("tgid", str(os.getpid()))}): 23}
+    assert ours_plain(samples, "bcc_task_me_total") == {frozenset({("tgid", pid)}): 23}
+
+
+@pytest.mark.skipif(not kprobes_available(), reason="kernel has no kprobes (CONFIG_KPROBES off)")
+def test_kprobe_and_kretprobe_equal_bpftrace(daemon, write_config):
+    script = (
+        'kprobe:__x64_sys_getppid /comm == "COMM"/ { @calls[comm] = count(); }\n'
+        'kretprobe:__x64_sys_getppid /comm == "COMM"/ { @parent[retval] = count(); }'
+    )
+    comm, theirs, samples = run_both(daemon, write_config, "k", script, GETPPIDS)
+    assert theirs["@calls"] == {comm: 23}
+    assert ours_plain(samples, "bcc_k_calls_total") == {frozenset({("comm", comm)}): 23}
+    ours = ours_plain(samples, "bcc_k_parent_total")
+    assert {dict(labels)["retval"]: value for labels, value in ours.items()} == theirs["@parent"]
+
+
+def test_kprobes_fail_clearly_where_the_kernel_has_none(tmp_path):
+    if kprobes_available():
+        pytest.skip("this kernel has kprobes; the refusal cannot be seen here")
+    path = tmp_path / "k.yaml"
+    path.write_text(config("k", "kretprobe:vfs_read { @[retval > 0] = count(); }"))
+    done = run_cli("--config.check", f"--config.file={path}")
+    assert done.returncode == 1
+    assert (
+        "FAIL k: function bt_probe_0: no probe could be attached (kretprobe:vfs_read: kernel "
+        "has no kprobes: CONFIG_KPROBES is off"
+    ) in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+SNAPSHOT = (
+    SEEKS
+    + """{
+    @h = hist(args->offset);
+    @calls[args->fd] = count();
+    @by_sign[args->offset < 0] = count();
+    @mean = avg(args->offset);
+}"""
+)
+
+
+def test_snapshot_prints_the_maps_as_bpftrace_prints_them(write_config):
+    comm = workload.unique_comm()
+    script = SNAPSHOT.replace("COMM", comm)
+    path = write_config("seen", config("seen", script))
+    finish = workload.bpftrace(script)
+    snapshot = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "snapshot",
+            "seen",
+            f"--config.file={path}",
+            "--duration=8s",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert snapshot.stderr is not None
+    while "snapshot: watching" not in (line := snapshot.stderr.readline()):
+        assert line, "snapshot did not start"
+    workload.run(comm, seeks(-9, 1, 2, 3, 3, 1000, 1500, 70000))
+    out, err = snapshot.communicate(timeout=60)
+    assert snapshot.returncode == 0, err
+    # After "Attaching 1 probe...", bpftrace prints two blank lines, then its maps.
+    assert "\n\n" + out == finish()
+    assert "@calls[99]: 8\n" in out and "@h: \n(..., 0)  " in out
+
+
+def test_the_captured_bpftrace_exit_of_the_unit_test_is_what_bpftrace_prints():
+    # tests/unit/bpftrace_exit.txt, which the snapshot's output is checked against.
+    finish = workload.bpftrace(output_test.SCRIPT, probes=0)  # BEGIN: it may be done already
+    assert "Attaching 1 probe...\n" + finish() == output_test.PRINTED

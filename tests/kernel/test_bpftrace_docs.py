@@ -12,7 +12,8 @@ from exporter.config import load
 
 from ..conftest import REPO, run_cli
 
-ROW = re.compile(r"^\| `(?P<script>(?:raw)?tracepoint:[^`]+)` \| (?P<metrics>.*) \|$")
+# A row whose script starts with a probe type: `tracepoint:...`, `uretprobe:...`, ...
+ROW = re.compile(r"^\| `(?P<script>[a-z]+:[^`]+)` \| (?P<metrics>.*) \|$")
 
 
 def one_liners() -> list[tuple[str, set[str]]]:
@@ -31,7 +32,7 @@ def program(name: str, script: str) -> dict[str, str]:
 
 def test_each_one_liner_makes_the_metrics_the_table_names(tmp_path: Path) -> None:
     rows = one_liners()
-    assert len(rows) >= 10
+    assert len(rows) >= 24
     for script, names in rows:
         path = tmp_path / "x.yaml"
         path.write_text(yaml.safe_dump({"programs": [program("x", script)]}))

@@ -3,26 +3,16 @@ it ran, and profile-bpfcc, sampling at the same rate over the same run, agrees."
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from ..conftest import TOOL_EXIT_SECONDS
 from . import workload
 from .histograms import cpu_ticks, most_time_in
 
 HZ = 49
-
-
-def perf_event_fds(pid: int) -> int:
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
-            count += os.readlink(fd) == "anon_inode:[perf_event]"
-    return count
 
 
 def test_busy_process_sampled_at_49_hz(daemon):
@@ -38,7 +28,7 @@ def test_busy_process_sampled_at_49_hz(daemon):
         # profile-bpfcc prints nothing until it ends: it is attached once it holds a perf event
         # per CPU (it enables each as it opens it).
         deadline = time.monotonic() + 60
-        while perf_event_fds(profile.pid) < os.cpu_count():  # type: ignore[operator]
+        while workload.perf_event_fds(profile.pid) < os.cpu_count():  # type: ignore[operator]
             assert profile.poll() is None, profile.communicate()[1]
             assert time.monotonic() < deadline, "profile-bpfcc did not attach"
             time.sleep(0.05)

@@ -7,18 +7,30 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ..conftest import TOOL_EXIT_SECONDS
+from ..conftest import REPO, TOOL_EXIT_SECONDS
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
 M = 11
 BASH = "/bin/bash"
 PROMPT = b"bccx-prompt> "
+# bashreadline as packaged, with the uprobe binding the exporter's workers use: Debian's
+# python3-bpfcc passes libbcc's bpf_attach_uprobe() no ref_ctr_offset, so the kernel takes stack
+# garbage for one (exporter.compiler.worker.declare_attach_uprobe) and refuses a second uprobe on
+# the same instruction that passes another (dmesg: "ref_ctr_offset mismatch").
+WITH_REF_CTR_OFFSET = """
+import runpy, sys
+from exporter.compiler.worker import declare_attach_uprobe
+declare_attach_uprobe()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def type_into_bash(executable: str, lines: list[str], home: Path) -> int:
@@ -65,7 +77,8 @@ def test_lines_typed_into_bash(daemon, tmp_path):
         pytest.skip(f"no {BASH}")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     tool = subprocess.Popen(
-        ["/usr/sbin/bashreadline-bpfcc"],
+        [sys.executable, "-c", WITH_REF_CTR_OFFSET, "/usr/sbin/bashreadline-bpfcc"],
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

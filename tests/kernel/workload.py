@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
-from ..conftest import TOOL_EXIT_SECONDS
+from ..conftest import TOOL_EXIT_SECONDS, bpftool_show
 
 PRELUDE = """
 import ctypes, os, sys
@@ -39,9 +43,21 @@ def run(comm: str, body: str, *args: str) -> str:
     return done.stdout
 
 
-def bpftrace(script: str) -> Callable[[], str]:
-    """Start bpftrace on `script` and return once it is attached; the returned function stops
-    it with SIGINT, as a user does, and returns what it printed (its maps)."""
+def perf_event_fds(pid: int) -> int:
+    """The perf events the process holds open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            count += os.readlink(fd) == "anon_inode:[perf_event]"
+    return count
+
+
+def bpftrace(script: str, probes: int = 1, perf_events: int = 0) -> Callable[[], str]:
+    """Start bpftrace on `script` and return once it is attached: `probes` of its perf events
+    hold a BPF program (tracepoints, uprobes: bpftool lists those), and it holds `perf_events`
+    perf events in all (its output buffer's, one per CPU, and a profile's, which bpftool does
+    not list). The returned function stops it with SIGINT, as a user does, and returns what it
+    printed (its maps)."""
     proc = subprocess.Popen(
         ["bpftrace", "-e", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -52,6 +68,17 @@ def bpftrace(script: str) -> Callable[[], str]:
     while not (line := proc.stdout.readline()).startswith("Attaching"):
         assert line, f"bpftrace did not attach: {''.join(seen)}"
         seen.append(line)
+    # It prints that before it attaches: a uprobe or USDT probe takes it a while more, and a
+    # SIGINT meanwhile is lost (it then never exits). The kernel says when it is done.
+    deadline = time.monotonic() + 60
+    while (
+        sum(p["pid"] == proc.pid for p in bpftool_show("perf")) < probes
+        or perf_event_fds(proc.pid) < perf_events
+    ):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"bpftrace did not attach: {''.join(seen)}{proc.communicate()[0]}")
+        time.sleep(0.05)
 
     def finish() -> str:
         proc.send_signal(signal.SIGINT)

@@ -10,14 +10,19 @@ import pytest
 import yaml
 
 from exporter import tracefs
-from exporter.bpftrace import ast
+from exporter.bpf.btf import Kind
+from exporter.bpftrace import ast, task
 from exporter.bpftrace.config import BpftraceProgram, Diagnostic, to_native
 from exporter.bpftrace.diagnostics import Origin, ScriptError, render
 from exporter.bpftrace.parser import parse
 from exporter.bpftrace.tracefs import parse_format
 from exporter.bpftrace.types import Integer, String
+from exporter.btf.kernel import KernelBTF
 from exporter.config import load
 from exporter.errors import ConfigError
+
+from .test_btf import Blob
+from .test_elf import with_notes
 
 COMMON = """\
 \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
@@ -50,6 +55,21 @@ def fake_tracefs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (directory / "format").write_text(f'name: {event}\nformat:\n{fields}\nprint fmt: ""\n')
     monkeypatch.setattr(tracefs, "TRACEFS", root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def fake_btf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel whose task_struct has a signed pid, a comm and a pointer to its parent."""
+    blob = Blob()
+    signed = blob.add(Kind.INT, "int", 4, tail=blob.u32((1 << 24) | 32))
+    char = blob.add(Kind.INT, "char", 1, tail=blob.u32(8))
+    comm = blob.add(Kind.ARRAY, "", 0, tail=blob.u32(char, signed, 16))
+    pointer = blob.add(Kind.PTR, "", 5)  # to the struct, the next type
+    blob.struct(
+        "task_struct", 32, [("pid", signed, 0), ("comm", comm, 32), ("real_parent", pointer, 192)]
+    )
+    (tmp_path / "vmlinux").write_bytes(blob.build())
+    monkeypatch.setattr(task, "KernelBTF", lambda: KernelBTF(root=tmp_path, release="test"))
 
 
 def native(script: str, **program: Any) -> dict[str, Any]:
@@ -114,10 +134,22 @@ def test_an_unknown_function_is_underlined() -> None:
         ('printf("x")', "printf() has no meaning in an exporter", "^~~~~~~~~~~"),
         ("exit()", "exit() has no meaning in an exporter", "^~~~~~"),
         ("@x++", "'++' is not supported", "  ^~"),
-        ("if (pid) { @x = count() }", "'if' is not supported", "^~"),
+        ("while (pid) { @x = count() }", "'while' is not supported", "^~~~~"),
         ("@x = retval", "the retval builtin can only be used with kretprobe", "     ^~~~~~"),
-        ("@x = pid ? 1 : 2", "the ternary operator is not supported", "         ^"),
-        ("@x = curtask", "the curtask builtin is not supported", "     ^~~~~~~"),
+        ("@x = arg0", "arg0 is not available in tracepoints: use args->field", "     ^~~~"),
+        ("@x = pid ? comm : comm", "a ternary of strings is not supported", "     ^" + "~" * 16),
+        ("@x = curtask->comm", "curtask->comm is an array or a struct", "     ^" + "~" * 12),
+        (
+            "@x = curtask->nope",
+            "curtask: struct task_struct, field nope: struct task_struct has no member nope "
+            "(BTF of kernel test)",
+            "     ^" + "~" * 12,
+        ),
+        (
+            "@x = curtask.pid",
+            "struct fields are supported on args-> and curtask-> only",
+            " " * 12 + "^",
+        ),
         ("@x = lhist(1, -1, 10, 1)", "lhist() min must be non-negative", " " * 14 + "^~"),
         ("@" + "a" * 30 + " = count()", "map names of up to 25 characters", "^" + "~" * 30),
         (
@@ -141,7 +173,10 @@ def test_unsupported_constructs_are_refused_where_they_are(
     [
         ("BEGIN", "BEGIN probes have no meaning in an exporter"),
         ("interval:s:1", "interval probes have no meaning in an exporter"),
-        ("kprobe:vfs_read", "kprobe probes are not supported: only tracepoint and rawtracepoint"),
+        ("fentry:vfs_read", "fentry probes are not supported: tracepoint, rawtracepoint, uprobe"),
+        ("uprobe:bash:readline", "'uprobe:bash:readline': the binary must be an absolute path"),
+        ("uprobe:/bin/bash:read*", "wildcards in uprobe probes are not supported"),
+        ("profile:ms:10", "expected profile:hz:RATE"),
     ],
 )
 def test_probes_outside_the_subset_are_refused(probe: str, message: str) -> None:
@@ -185,9 +220,9 @@ def test_label_names_from_key_expressions() -> None:
     )
     labels = found["p_a_total"]["labels"]
     assert [lab["name"] for lab in labels] == ["pid", "key1", "key2", "ret"]
-    # args->ret is a signed long; pid is unsigned, as bpftrace types them.
+    # bpftrace 0.17 prints every integer key signed, unsigned ones (pid) too: @[2**64 - 1] is @[-1].
     assert labels[3]["decoders"] == [{"name": "uint", "signed": True}]
-    assert labels[0]["decoders"] == [{"name": "uint", "signed": False}]
+    assert labels[0]["decoders"] == [{"name": "uint", "signed": True}]
 
 
 def test_probe_label_of_a_wildcard_names_each_tracepoint() -> None:
@@ -333,3 +368,113 @@ def test_field_errors_of_a_bpftrace_program_name_the_program(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as caught:
         load([path])
     assert str(caught.value) == f'{path}: program "p": cflags: unknown field'
+
+
+# -- user-space probes, sampling, control flow
+
+
+def test_dynamic_probes_are_bound_by_the_loader_in_the_exporters_vocabulary() -> None:
+    done = native(
+        "uretprobe:/bin/bash:readline { @r[retval > 0] = count(); }\n"
+        "u:/bin/bash:readline { @a[arg0 > 0] = count(); }\n"
+        "profile:hz:99 { @[comm] = count(); }\n"
+        "kr:vfs_read { @k = count(); }"
+    )
+    assert done["probes"] == [
+        {"function": "bt_probe_0", "attach": "uretprobe:/bin/bash:readline"},
+        {"function": "bt_probe_1", "attach": "uprobe:/bin/bash:readline"},
+        {"function": "bt_probe_2", "attach": "profile:hz:99"},
+        {"function": "bt_probe_3", "attach": "kretprobe:vfs_read"},
+    ]
+    code = done["code"]
+    assert "int bt_probe_0(struct pt_regs *ctx)" in code and "PT_REGS_RC(ctx)" in code
+    assert "PT_REGS_PARM1(ctx)" in code
+    assert "int bt_probe_2(struct bpf_perf_event_data *ctx)" in code
+
+
+def test_a_usdt_probe_missing_from_its_binary_makes_the_program_unavailable(
+    tmp_path: Path,
+) -> None:
+    done = native(f"usdt:{tmp_path}/none:demo:tick {{ @ = count(); }}")
+    assert done["probes"] == [
+        {"function": "bt_unavailable", "attach": f"usdt:{tmp_path}/none:demo:tick"}
+    ]
+
+
+def test_if_else_and_ternaries_translate_to_c_blocks_and_choices() -> None:
+    done = native(
+        "tracepoint:syscalls:sys_enter_openat {\n"
+        "    if (pid > 10) { $x = 1; @big = count(); } else if (pid) { @small = count(); }\n"
+        "    else { @zero = count() }\n"
+        "    @kind[pid > 5 ? 1 : 0] = count();\n"
+        "}"
+    )
+    code = done["code"]
+    assert "} else {" in code and code.count("if (") >= 2
+    assert " ? (s64)1LL : (s64)0LL" in code
+    assert sorted(m["name"] for m in done["metrics"]["counters"]) == [
+        "p_big_total",
+        "p_kind_total",
+        "p_small_total",
+        "p_zero_total",
+    ]
+
+
+def test_a_variable_lives_in_its_probe_block_branches_included() -> None:
+    # As in bpftrace: first assigned in a branch, it is there after it (0 if not taken).
+    code = native(
+        "tracepoint:syscalls:sys_enter_openat { if (pid) { $x = 1; } @a[$x] = count(); }"
+    )["code"]
+    assert "        s64 v_x = 0;\n" in code and "v_x = 1LL;" in code
+    assert "$y is used before it is assigned" in error(
+        "tracepoint:syscalls:sys_enter_openat { @a[$y] = count(); $y = 1; }"
+    )
+
+
+def test_curtask_fields_are_btf_reads_typed_as_btf_types_them() -> None:
+    done = native(
+        "tracepoint:syscalls:sys_enter_openat {\n"
+        "    @[curtask->real_parent->pid] = count(); @parent = curtask->real_parent;\n"
+        "}"
+    )
+    code = done["code"]
+    assert (
+        "((s64)BTF_READ((void *)bpf_get_current_task(), struct task_struct, real_parent->pid))"
+        in code
+    )
+    assert "((u64)BTF_READ((void *)bpf_get_current_task(), struct task_struct, real_parent))" in (
+        code
+    )
+    (counter,) = done["metrics"]["counters"]
+    assert [label["name"] for label in counter["labels"]] == ["pid"]
+
+
+def test_two_strings_compare_over_the_shorter_ones_size() -> None:
+    code = native(
+        "uretprobe:/bin/bash:readline { @short[str(retval, 4) == str(retval)] = count(); }"
+    )["code"]
+    # str(p, 4) is 5 bytes (4 characters and the NUL, as bpftrace reads it): one masked word.
+    assert "(((u64 *)t1)[0] & 0xffffffffffULL) == (((u64 *)t2)[0] & 0xffffffffffULL)" in code
+
+
+def test_usdt_arguments_are_read_at_their_size_and_refused_behind_a_semaphore(
+    tmp_path: Path,
+) -> None:
+    path = with_notes(
+        tmp_path, ("demo", "tick", "-4@%eax 8@%rdx", 0), ("demo", "gated", "-4@%eax", 0x84)
+    )
+    code = native(f"usdt:{path}:demo:tick {{ @[arg0, arg1] = count(); }}")["code"]
+    # BCC's reader wants the argument's own size; the signed int is widened with its sign.
+    assert "s32 t1 = 0;\n" in code and "bpf_usdt_readarg(1, ctx, &t1);" in code
+    assert "u64 t2 = 0;\n" in code and "bpf_usdt_readarg(2, ctx, &t2);" in code
+    assert "((u64)(s64)t1)" in code and "((u64)t2)" in code
+    assert f"usdt:{path}:demo:tick has 2 arguments" in error(
+        f"usdt:{path}:demo:tick {{ @ = sum(arg2); }}"
+    )
+    assert f"arg0: usdt:{path}:demo:gated has a semaphore" in error(
+        f"usdt:{path}:demo:gated {{ @ = sum(arg0); }}"
+    )
+    # Counting it needs no argument: the loader enables it in every process.
+    assert native(f"usdt:{path}:demo:gated {{ @ = count(); }}")["probes"] == [
+        {"function": "bt_probe_0", "attach": f"usdt:{path}:demo:gated"}
+    ]

@@ -3,7 +3,8 @@
 import pytest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from exporter.snapshot import parse_duration, render, samples
+from exporter.arguments import parse_duration
+from exporter.snapshot import render, samples
 
 
 @pytest.mark.parametrize(
