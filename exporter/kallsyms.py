@@ -39,7 +39,8 @@ class _Positional(io.RawIOBase):
         return len(data)
 
 
-def _open(path: Path) -> BinaryIO:
+def open_file(path: Path) -> BinaryIO:
+    """`path` to read; /proc/kallsyms through the fd hold() kept, if it ran."""
     if _held is not None and path == KALLSYMS:
         return io.BufferedReader(_Positional(_held), 1 << 16)  # type: ignore[return-value]
     return path.open("rb")
@@ -49,7 +50,7 @@ def symbols(path: Path = KALLSYMS, module: bool = False) -> Iterator[tuple[int, 
     """(address, type letter, name) of every symbol, in file order, as bytes: the ksym
     decoder keeps ~120 000 of them and would triple its peak memory with str objects.
     `module`: a module's symbol is named "foo_init\t[foo]", as ebpf_exporter v1 named it."""
-    with _open(path) as f:
+    with open_file(path) as f:
         for line in f:
             # "ffffffff8137a0e0 T vfs_read" or "ffffffffc06d1010 t foo_init\t[foo]"
             fields = line.split()

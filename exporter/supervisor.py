@@ -14,7 +14,8 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import loader
+from . import decoders, loader
+from .config import ProgramSpec
 from .errors import ConfigError, LoadError
 from .headers import HeaderCheck
 from .metrics import MAX_SERIES
@@ -76,7 +77,20 @@ class Supervisor:
             [c.program.spec.digest for c in self.running.values()]
             + [digest for digest, _ in self.failed.values()]
         )
-        outcome = loader.load(self.spawner, have, asked)
+        warming: list[object] = []  # held until the collectors are made: see decoders.warm
+
+        def warm(specs: list[ProgramSpec]) -> None:
+            warming.extend(
+                handle
+                for spec in specs
+                if spec.digest not in have
+                for metric in spec.program.metrics.all()
+                for label in metric.labels
+                for decoder in label.decoders
+                if (handle := decoders.warm(decoder.options)) is not None
+            )
+
+        outcome = loader.load(self.spawner, have, asked, selected=warm)
         wanted = {s.name: s for s in outcome.specs}
         keep = {
             name: c
@@ -89,6 +103,7 @@ class Supervisor:
             if name in wanted and digest == wanted[name].digest
         }
         collectors, failed = self._collectors(outcome.loaded)
+        warming.clear()
         failed += outcome.failed
         if not initial:
             log.info(

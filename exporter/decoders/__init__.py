@@ -12,6 +12,7 @@ Caching decoded values (by raw key bytes) is the caller's job, and so is guardin
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import ksym
 from ._base import TEXT_INPUT, Decoder, DecoderError, SkipSeries, Unresolved
 from .cgroup import Cgroup
 from .dname import Dname
@@ -66,14 +67,6 @@ class Chain:
 
     def __init__(self, decoders: Sequence[Decoder]) -> None:
         self._steps = tuple(d.decode for d in decoders)
-        self._decoders = tuple(decoders)
-
-    def warm(self) -> None:
-        """Start reading now the host state the decoders look up (ksym's kallsyms), so that
-        the first scrape after a program's load need not read it all (issue 18)."""
-        for decoder in self._decoders:
-            if hasattr(decoder, "warm"):  # the decoders that read a Snapshot
-                decoder.warm()
 
     def decode(self, data: bytes) -> str:
         """The label value of one raw field; raises SkipSeries to drop the series,
@@ -90,6 +83,22 @@ class Chain:
             raise Unresolved(data)
         # "replace" only matters when static_map/regexp come first and pass raw bytes through.
         return data.decode("utf-8", "replace")
+
+
+def warm(options: Mapping[str, Any]) -> object | None:
+    """Start reading the host state a decoder made with `options` looks up (ksym's kallsyms:
+    ~0.1 s), before the decoder is made: the spawner describes a program's labels before its
+    compile, its decoders are made once it is loaded, and its first scrape would otherwise
+    wait for the read (issue 18). Hold the returned handle until the decoder is made: the
+    read is shared with it."""
+    if options.get("name") != "ksym":
+        return None
+    try:
+        snapshot = ksym.table(options)
+    except DecoderError:
+        return None  # the decoder will say so when it is made
+    snapshot.warm()
+    return snapshot
 
 
 def build_chain(options_list: Sequence[Mapping[str, Any]], size: int) -> Chain:

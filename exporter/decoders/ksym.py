@@ -25,11 +25,15 @@ from __future__ import annotations  # array[int] (subscriptable at run time from
 
 import bisect
 import logging
+import re
 import sys
+import threading
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
+from weakref import WeakValueDictionary
 
 from .. import kallsyms
 from ._base import TEXT_INPUT, V1, DecoderError, Unresolved, flag
@@ -38,25 +42,19 @@ from ._refresh import Snapshot
 log = logging.getLogger(__name__)
 
 UNKNOWN = b"unknown"
-_FUNCTION_TYPES = {b"t", b"T", b"w", b"W"}
 
 
 class Symbols:
     """Function symbols sorted by address; names are slices of one blob."""
 
-    def __init__(self, addresses: array[int], ends: array[int], names: bytes) -> None:
-        """Symbol i is at addresses[i], named names[ends[i - 1]:ends[i]], in any order."""
-        self.addresses: array[int] = array("Q")
-        self._ends: array[int] = array("I")
-        blob = bytearray()
+    def __init__(self, addresses: Sequence[int], names: Sequence[bytes]) -> None:
+        """Symbol i is at addresses[i], named names[i], in any order."""
         # Stable: of symbols at one address, the first listed stays and the others go.
-        for i in sorted(range(len(addresses)), key=addresses.__getitem__):
-            if self.addresses and self.addresses[-1] == addresses[i]:
-                continue
-            self.addresses.append(addresses[i])
-            blob += names[ends[i - 1] if i else 0 : ends[i]]
-            self._ends.append(len(blob))
-        self._names = bytes(blob)
+        order = sorted(range(len(addresses)), key=addresses.__getitem__)
+        kept = [i for n, i in enumerate(order) if not n or addresses[order[n - 1]] != addresses[i]]
+        self.addresses: array[int] = array("Q", [addresses[i] for i in kept])
+        self._ends: array[int] = array("I", accumulate(len(names[i]) for i in kept))
+        self._names = b"".join(names[i] for i in kept)
 
     def hidden(self) -> bool:
         """kallsyms with every address 0: no address can be decoded."""
@@ -81,16 +79,19 @@ class Symbols:
         return self._names[self._ends[i - 1] if i else 0 : self._ends[i]]
 
 
+# "ffffffff8137a0e0 T vfs_read" or "ffffffffc06d1010 t foo_init\t[foo]": function symbols
+# (types t, T, w, W) by name alone; for v1, every symbol, a module's with its module. Matched
+# by the regex engine over the whole text: a Python loop over its ~120 000 lines took 0.2 s,
+# and the first scrape of a program with a ksym label waits for this read.
+_FUNCTIONS = re.compile(rb"^([0-9a-f]+) [tTwW] (\S+)", re.MULTILINE)
+_V1_SYMBOLS = re.compile(rb"^([0-9a-f]+) \S (\S+(?:\t\S+)?)", re.MULTILINE)
+
+
 def read_kallsyms(path: Path, v1: bool = False) -> Symbols:
     """The function symbols; `v1`: every symbol, modules' with their module, as v1 read them."""
-    # Straight into arrays: a list of 120 000 tuples would triple the peak memory of a read.
-    addresses, ends, names = array("Q"), array("I"), bytearray()
-    for address, kind, name in kallsyms.symbols(path, module=v1):
-        if v1 or kind in _FUNCTION_TYPES:
-            addresses.append(address)
-            names += name
-            ends.append(len(names))
-    return Symbols(addresses, ends, bytes(names))
+    with kallsyms.open_file(path) as f:
+        found = (_V1_SYMBOLS if v1 else _FUNCTIONS).findall(f.read())
+    return Symbols([int(address, 16) for address, _ in found], [name for _, name in found])
 
 
 class Ksym:
@@ -99,13 +100,8 @@ class Ksym:
             raise DecoderError("ksym decodes a raw field, so it must be the first decoder")
         if size != 8:
             raise DecoderError(f"ksym decodes 8-byte addresses, not {size}")
-        self.path = Path(options.get("kallsyms") or kallsyms.KALLSYMS)
-        self._v1 = flag(options, V1, "ksym")
-        self._symbols = Snapshot(self._load)
-        self._warned = False  # only _load() touches it, under the snapshot's lock
-
-    def warm(self) -> None:
-        self._symbols.warm()
+        self.path, self._v1 = _table_key(options)
+        self._symbols = table(options)
 
     def decode(self, data: bytes) -> bytes:
         address = int.from_bytes(data, sys.byteorder)
@@ -134,12 +130,40 @@ class Ksym:
             raise Unresolved(unknown)  # maybe in a module loaded later
         return name
 
-    def _load(self) -> Symbols:
+
+def _table_key(options: Mapping[str, Any]) -> tuple[Path, bool]:
+    return Path(options.get("kallsyms") or kallsyms.KALLSYMS), flag(options, V1, "ksym")
+
+
+# One table per file and reading (v1 or not) in the process, for as long as a decoder (or a
+# warm() caller) holds it: every program with a ksym label shares it (~4 MB each otherwise).
+_tables: WeakValueDictionary[tuple[Path, bool], Snapshot[Symbols]] = WeakValueDictionary()
+_tables_lock = threading.Lock()
+
+
+def table(options: Mapping[str, Any]) -> Snapshot[Symbols]:
+    """The kallsyms table a ksym decoder with `options` reads; read on first use or warm()."""
+    key = _table_key(options)
+    with _tables_lock:
+        found = _tables.get(key)
+        if found is None:
+            found = _tables[key] = Snapshot(_Reader(*key))
+        return found
+
+
+class _Reader:
+    """Reads one table; says once why its addresses cannot be decoded, if they cannot."""
+
+    def __init__(self, path: Path, v1: bool) -> None:
+        self.path, self.v1 = path, v1
+        self._warned = False  # only __call__ touches it, under its snapshot's lock
+
+    def __call__(self) -> Symbols:
         try:
-            symbols = read_kallsyms(self.path, v1=self._v1)
+            symbols = read_kallsyms(self.path, v1=self.v1)
         except OSError as err:
             self._warn_once(f"ksym: cannot read {self.path} ({err}): addresses decode to unknown")
-            return Symbols(array("Q"), array("I"), b"")
+            return Symbols([], [])
         if symbols.hidden():
             self._warn_once(
                 f"ksym: {self.path} shows every address as 0 (the daemon lacks CAP_SYSLOG, or "

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -96,26 +97,33 @@ class Outcome:
 
 
 def load(
-    spawner: Spawner, have: frozenset[str] = frozenset(), asked: Replies | None = None
+    spawner: Spawner,
+    have: frozenset[str] = frozenset(),
+    asked: Replies | None = None,
+    selected: Callable[[list[ProgramSpec]], None] | None = None,
 ) -> Outcome:
     """The config on disk, and its programs whose digest is not in `have`, compiled;
     ConfigError when the config cannot be used (then nothing was compiled). `asked`: the
-    replies to a Reload(have) sent before (a start sends it before the server's imports)."""
+    replies to a Reload(have) sent before (a start sends it before the server's imports);
+    `selected`: told the config's programs as soon as the spawner names them, before they
+    compile."""
     outcome = Outcome([], [], [])
     by_name: dict[str, ProgramSpec] = {}
     started: dict[str, float] = {}
-    selected = done = False
+    described = done = False
     without_btf: list[str] = []
     for reply, fds in asked or spawner.ask(Reload(have)):
         if isinstance(reply, Refused):
-            if not selected:
+            if not described:
                 raise ConfigError(reply.error)
             log.error("%s", reply.error)
             break
         if isinstance(reply, Selection):
             outcome.specs = [ProgramSpec.described(d) for d in reply.programs]
             by_name = {s.name: s for s in outcome.specs}
-            selected = True
+            described = True
+            if selected is not None:
+                selected(outcome.specs)
         elif isinstance(reply, Compiling):
             started[reply.program] = time.monotonic()
             log.info('program "%s": compiling', reply.program)
@@ -150,7 +158,7 @@ def load(
             " struct fields through it (BTF_READ); the other programs run",
             ", ".join(sorted(without_btf)),
         )
-    if not selected:
+    if not described:
         # Not even the selection: nothing is known of the config, so nothing may change.
         raise ConfigError("the privileged spawner gave no answer (its log says why)")
     if not done:

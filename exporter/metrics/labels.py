@@ -53,7 +53,6 @@ def layout(program: str, where: str, metric: MetricConfig) -> tuple[list[Field],
                 f"{where}.labels[{i}].decoders: metric {metric.name}, label {label.name}: {err}",
             ) from None
         start = offset if label.offset is None else label.offset
-        chain.warm()
         fields.append(Field(label.name, start, label.size, chain))
         offset = start + label.size + label.padding
         span = max(span, offset)

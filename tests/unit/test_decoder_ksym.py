@@ -1,10 +1,12 @@
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from exporter import decoders
 from exporter.decoders import DecoderError, Unresolved, _refresh, ksym
 from exporter.decoders._base import TEXT_INPUT
 from exporter.decoders.ksym import Ksym
@@ -190,3 +192,33 @@ def test_v1_other_addresses_are_unknown_addr(kallsyms: Path) -> None:
         decoder.decode(address(0xFFFFFFFF8100301C))
     assert inside.value.value == b"unknown_addr:0xffffffff8100301c"
     assert decoder.decode(address(0)) == b"unknown_addr:0x0"  # never in kallsyms' column
+
+
+def test_decoders_of_one_file_share_one_read_that_warm_starts_early(
+    kallsyms: Path, clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every program's ksym decoder of one file reads it once (one table, not one each), and
+    decoders.warm() reads it before any decoder exists (as the spawner describes a program,
+    before its compile), so the first scrape finds it read."""
+    reads = []
+    read = ksym.read_kallsyms
+
+    def counted(path: Path, v1: bool = False) -> ksym.Symbols:
+        reads.append((path, v1))
+        return read(path, v1)
+
+    monkeypatch.setattr(ksym, "read_kallsyms", counted)
+    options = {"name": "ksym", "kallsyms": str(kallsyms)}
+    handle = decoders.warm(options)
+    assert handle is not None
+    deadline = time.monotonic() + 10
+    while not reads:
+        assert time.monotonic() < deadline, "warm() did not read"
+        time.sleep(0.01)
+    first, second = Ksym(options, 8), Ksym(options, 8)
+    assert first.decode(address(0xFFFFFFFF81003000)) == b"vfs_read"
+    assert second.decode(address(0xFFFFFFFF81003010)) == b"vfs_read"
+    v1 = Ksym({**options, "v1": True}, 8)  # read as v1 reads it: another table
+    assert v1.decode(address(0xFFFFFFFF81003000)) == b"vfs_read"
+    assert reads == [(kallsyms, False), (kallsyms, True)]
+    assert decoders.warm({"name": "uint"}) is None
