@@ -38,6 +38,9 @@ PSS_TARGET = 250.0  # MB, the process tree's peak during start, whatever the CPU
 GROWTH_TARGET = 1.1  # pretended CPU counts' largest tree PSS peak over this machine's (noise)
 PRETENDED_CPUS = (16, 128)
 PEER_RATIO_TARGET = 1.0
+# Issue 18: the one-program target may close at up to this with a per-stage budget (the stage
+# tables of the section).
+PEER_RATIO_WITH_BUDGET = 1.3
 ONE_PROGRAM = {"timers": "timers.yaml", "block I/O latency histogram": "bio-tracepoints.yaml"}
 # What the one-program tables' stage rows are, and why what is left stays (issue 18).
 STAGES_NOTE = (
@@ -264,7 +267,16 @@ def one_program_section(opts: Options) -> Section:
     if binary is None or examples is None:
         section.notes.append(f"No peer: {missing}; not measured.")
         return section
-    table = Table(["config", "ours", "peer", "ratio", f"target (ratio ≤ {PEER_RATIO_TARGET:g})"])
+    table = Table(
+        [
+            "config",
+            "ours",
+            "peer",
+            "ratio",
+            f"target (ratio ≤ {PEER_RATIO_TARGET:g})",
+            f"with the stage budget below (ratio ≤ {PEER_RATIO_WITH_BUDGET:g})",
+        ]
+    )
     budgets: list[Table] = []
     for kind, example in ONE_PROGRAM.items():
         config = peer.merged(examples, [example], opts.workdir / f"one-{example}")
@@ -298,6 +310,7 @@ def one_program_section(opts: Options) -> Section:
                 f"{theirs:.2f} s",
                 f"{ours / theirs:.2f}",
                 verdict(section, ours / theirs <= PEER_RATIO_TARGET),
+                verdict(section, ours / theirs <= PEER_RATIO_WITH_BUDGET),
             ]
         )
     section.tables.append(table)
