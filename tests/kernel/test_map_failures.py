@@ -101,7 +101,9 @@ def test_builtin_opens_full_map_makes_room_for_a_new_comm_and_counts_evictions(
     target = tmp_path / "target"
     target.write_text("x")
     labels = frozenset({("program", "opens_full"), ("map", "opens_total")})
-    assert exporter.scrape()[(EVICTIONS, labels)] == 0  # shown from the start
+    # Shown from the first scrape; not necessarily 0 there: every process of the machine that
+    # opens a file under a new comm takes a key, and a busy one fills 4 keys within a start.
+    assert (EVICTIONS, labels) in exporter.scrape()
     for _ in range(6):  # 6 new comms: the map of 4 is full after them, whoever else opened
         workload.run(workload.unique_comm(), OPEN_ONCE, str(target))
     before = exporter.scrape()
