@@ -189,15 +189,24 @@ def cpu_section(opts: Options, here: list[Start]) -> Section:
         "of a larger node share its "
         f"{len(os.sched_getaffinity(0))} CPUs and take longer; the memory "
         "figures are what the count changes. Fresh daemons for each N, memory sampled as "
-        "above (and so slower to start than unsampled ones).",
+        "above (and so slower to start than unsampled ones). The last row: this machine's "
+        "CPUs, the daemon started with every capability but CAP_SYS_ADMIN (`setpriv "
+        "--bounding-set=-sys_admin`), as the DaemonSet and the systemd unit run it: its "
+        "compiles read all of /proc/kallsyms (docs/architecture.md, Start-up).",
         [],
     )
     memory = available_memory()
     runs = opts.pick(3, 1)
     rows = [(usable_cpus(), " (this machine)", medians(here))]
     for n in PRETENDED_CPUS:
-        starts = [one_start(opts, opts.config, f"start-cpus{n}-{i}", cpus=n) for i in range(runs)]
+        pretend = ["env", f"{PRETEND_CPUS}={n}"]
+        starts = [one_start(opts, opts.config, f"start-cpus{n}-{i}", pretend) for i in range(runs)]
         rows.append((n, "", medians(starts)))
+    capped = [
+        one_start(opts, opts.config, f"start-no-sys-admin-{i}", WITHOUT_SYS_ADMIN)
+        for i in range(runs)
+    ]
+    without = (usable_cpus(), " (this machine), without CAP_SYS_ADMIN", medians(capped))
     table = Table(
         [
             "CPUs",
@@ -208,7 +217,7 @@ def cpu_section(opts: Options, here: list[Start]) -> Section:
             f"target (PSS ≤ {PSS_TARGET:g} MB)",
         ]
     )
-    for cpus, remark, (complete, rss, pss) in rows:
+    for cpus, remark, (complete, rss, pss) in [*rows, without]:
         table.rows.append(
             [
                 f"{cpus}{remark}",
@@ -216,7 +225,7 @@ def cpu_section(opts: Options, here: list[Start]) -> Section:
                 f"{complete:.2f} s",
                 f"{rss:.0f} MB",
                 f"{pss:.0f} MB",
-                verdict(section, pss <= PSS_TARGET),
+                verdict(section, pss <= PSS_TARGET) if remark != without[1] else "(figure)",
             ]
         )
     section.tables.append(table)
@@ -355,25 +364,35 @@ def peer_start(binary: Path, config: Path, name: str, opts: Options, index: int)
         log.close()
 
 
-class PretendDaemon(BenchDaemon):
-    """The daemon run with PRETEND_CPUS in its environment (`env` execs it: same pid)."""
+class PrefixedDaemon(BenchDaemon):
+    """The daemon started through `prefix` (`env VAR=...`, `setpriv ...`), which execs it: the
+    same pid."""
 
-    def __init__(self, cpus: int, args: list[str], log: Path) -> None:
-        self.cpus = cpus
+    def __init__(self, prefix: list[str], args: list[str], log: Path) -> None:
+        self.prefix = prefix
         super().__init__(args, log, wait=False)
 
     def command(self, args: list[str]) -> list[str]:
-        return ["env", f"{PRETEND_CPUS}={self.cpus}", *super().command(args)]
+        return [*self.prefix, *super().command(args)]
+
+
+# As the DaemonSet and the systemd unit run it: every capability BPF needs but CAP_SYS_ADMIN,
+# so the compile workers cannot have their narrow /proc/kallsyms (kallsyms_view.py).
+WITHOUT_SYS_ADMIN = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
 
 
 def one_start(
-    opts: Options, config: list[str], name: str, cpus: int | None = None, sample: bool = True
+    opts: Options,
+    config: list[str],
+    name: str,
+    prefix: list[str] | None = None,
+    sample: bool = True,
 ) -> Start:
-    """One fresh daemon with `config` to its first complete scrape, then stopped; `sample`:
-    its tree's memory meanwhile (which costs the machine some CPU)."""
+    """One fresh daemon with `config` (started through `prefix`) to its first complete scrape,
+    then stopped; `sample`: its tree's memory meanwhile (which costs the machine some CPU)."""
     log = opts.workdir / f"{name}.log"
     started = time.monotonic()
-    d = BenchDaemon(config, log, wait=False) if cpus is None else PretendDaemon(cpus, config, log)
+    d = BenchDaemon(config, log, wait=False) if not prefix else PrefixedDaemon(prefix, config, log)
     memory = TreePeak(d.proc.pid) if sample else None
     clock = LogClock(d.log_path, started)
     try:
