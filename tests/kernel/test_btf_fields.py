@@ -113,10 +113,18 @@ def test_missing_field_fails_its_compile_naming_struct_field_and_kernel(daemon, 
 
 
 # Both ends of one connection in a process of its own comm: the client sends N bytes and
-# closes; the server reads them to the end and closes. The listener's port is printed first,
-# and the transfer waits for a line on stdin, so that bpftrace can watch that port alone.
+# shuts its side; the server reads them to the end and shuts its side; the client reads the
+# server's FIN. The listener's port is printed first, and the transfer waits for a line on
+# stdin, so that bpftrace can watch that port alone. Both sockets stay open until they are in
+# TCP_CLOSE, which the kernel reaches in softirq when the last FIN or ACK arrives; so the child
+# exits only once both have closed, each after the peer's FIN. A client that closed its socket
+# right after sending (as it once did) left it orphaned, and an orphan whose FIN is acknowledged
+# before the server's FIN arrives goes straight to a FIN_WAIT2 time-wait socket (tcp_rcv_state_
+# process): it reaches TCP_CLOSE before the server's FIN, which only the time-wait socket sees,
+# and bytes_received at close missed that FIN whenever the server acknowledged the client's FIN
+# before it closed (its delayed ACK fired, or a busy CPU kept it from running).
 TRANSFER = """
-import socket
+import socket, time
 n = int(sys.argv[2])
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
@@ -126,11 +134,19 @@ sys.stdin.readline()
 client = socket.create_connection(listener.getsockname())
 server, _ = listener.accept()
 client.sendall(b"x" * n)
-client.close()
+client.shutdown(socket.SHUT_WR)
 got = 0
 while chunk := server.recv(1 << 16):
     got += len(chunk)
 assert got == n, got
+server.shutdown(socket.SHUT_WR)
+assert client.recv(1) == b""
+deadline = time.monotonic() + 10
+for sock in client, server:
+    while (state := sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]) != 7:  # TCP_CLOSE
+        assert time.monotonic() < deadline, f"{sock}: TCP state {state} after 10 s"
+        time.sleep(0.001)
+client.close()
 server.close()
 listener.close()
 """
@@ -195,20 +211,13 @@ def test_tcp_bytes_by_comm_are_the_payload_exactly(daemon):
     child.stdin.close()
     assert child.wait(timeout=60) == 0
 
-    def ours() -> tuple[float, float]:
-        samples = exporter.scrape()
-        key = frozenset({("comm", comm)})
-        return (
-            samples.get(("bcc_tcp_sent_bytes_total", key), 0.0),
-            samples.get(("bcc_tcp_received_bytes_total", key), 0.0),
-        )
-
-    deadline = time.monotonic() + 10  # the last ACK may still be on its way through softirq
-    while ours() != (N, N) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # The child has exited: both sockets were in TCP_CLOSE, counted by both programs.
     printed = stop()
     theirs = {m[1]: int(m[2]) for m in re.finditer(r"@(\w+): (\d+)", printed)}
-    assert ours() == (N, N)
+    samples = exporter.scrape()
+    key = frozenset({("comm", comm)})
+    assert samples.get(("bcc_tcp_sent_bytes_total", key)) == N
+    assert samples.get(("bcc_tcp_received_bytes_total", key)) == N
     # bpftrace's raw counters count the sequence numbers of the handshake's SYN (the client's)
     # and of both FINs, acknowledged and received; the payload is N.
     assert theirs == {"acked": N + 3, "received": N + 2}, printed
