@@ -73,13 +73,33 @@ def _main(argv: list[str] | None, signals: Signals) -> int:
             print(f"bcc_exporter: cannot listen on {args.listen}: {err.strerror}", file=sys.stderr)
             return 1
     try:
+        return run(args, signals, options, web, seconds, listener)
+    finally:
+        if listener is not None:
+            listener.close()  # served and closed already, or the start failed
+
+
+def run(
+    args: argparse.Namespace,
+    signals: Signals,
+    options: daemon.StartOptions,
+    web: WebConfig | None,
+    seconds: float,
+    listener: socket.socket | None,
+) -> int:
+    """Start the programs, then serve them, check them or snapshot one."""
+    try:
         beginning = daemon.begin(options)
     except PrivsepError as err:
         print(f"bcc_exporter: {err} (--no-privilege-separation to run without)", file=sys.stderr)
         return 1
-    if listener is not None:
-        # Serving's imports (uvicorn, the ASGI app) while the spawner compiles, not after.
-        from . import http  # noqa: F401
+    try:
+        if listener is not None:
+            # Serving's imports (uvicorn, the ASGI app) while the spawner compiles, not after.
+            from . import http  # noqa: F401
+    except BaseException:  # Stop (SIGTERM during start-up) included
+        beginning.close()
+        raise
     try:
         running = daemon.start(beginning, check_headers=listener is not None)
     except ConfigError as err:

@@ -125,11 +125,15 @@ def begin(options: StartOptions) -> Beginning:
     stats_fd = _enable_stats() if options.bpf_stats else None
     try:
         spawner = Spawner.start(options.spawner)
+        try:
+            return Beginning(options, spawner, spawner.ask(Reload(frozenset())), stats_fd)
+        except BaseException:  # Stop (SIGTERM) included: nothing may outlive the start-up
+            spawner.close()
+            raise
     except BaseException:
         if stats_fd is not None:
             os.close(stats_fd)
         raise
-    return Beginning(options, spawner, spawner.ask(Reload(frozenset())), stats_fd)
 
 
 def start(beginning: Beginning, check_headers: bool = True) -> Daemon:

@@ -39,6 +39,16 @@ class _Positional(io.RawIOBase):
         return len(data)
 
 
+def reopened(path: Path) -> Path:
+    """A path that opens `path` afresh: for /proc/kallsyms once hold() ran, /proc/self/fd/N,
+    which reaches the held file with an offset of its own (readers sharing one offset of this
+    seq_file re-walk it from the start at each read) and even where a view is mounted over
+    /proc/kallsyms (exporter/compiler/kallsyms_view.py)."""
+    if _held is not None and path == KALLSYMS:
+        return Path(f"/proc/self/fd/{_held}")
+    return path
+
+
 def open_file(path: Path) -> BinaryIO:
     """`path` to read; /proc/kallsyms through the fd hold() kept, if it ran."""
     if _held is not None and path == KALLSYMS:

@@ -66,31 +66,33 @@ def looked_up(text: bytes) -> list[bytes]:
 
 def narrow(bcc_version: str, path: Path = kallsyms.KALLSYMS) -> str | None:
     """Show this process and the children it forks from now on a /proc/kallsyms of the names
-    BCC looks up; None, or why the full file stays (the compiles are then only slower). Call
-    while this process has one thread: unshare(2) refuses a new mount namespace otherwise."""
+    BCC looks up; None, or why the full file stays (the compiles are then only slower: this
+    never fails them). Call while this process has one thread: unshare(2) refuses a new mount
+    namespace otherwise."""
     if not bcc_version.startswith(CHECKED_BCC):
         return f"bcc {bcc_version} may look up other symbols than bcc {CHECKED_BCC}x"
-    kallsyms.hold(path)  # before the view hides it: kaddrs resolve from the real file
+    # First: without CAP_SYS_ADMIN (the DaemonSet, the systemd unit) nothing else is done.
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        return f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}"
+    # Private: the bind mount below must not reach the namespace we came from.
+    if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return f"making / private: {os.strerror(ctypes.get_errno())}"
     try:
+        kallsyms.hold(path)  # before the view hides it: kaddrs resolve from the real file
         with open(path, "rb") as real:
             lines = looked_up(real.read())
+        # 0600, O_EXCL, root's: in a sticky /tmp no other user can replace it before the
+        # mount below looks it up by name.
+        fd, view = tempfile.mkstemp(prefix="bcc_exporter-kallsyms-")
     except OSError as err:
-        return f"cannot read {path}: {err.strerror}"
-    fd, view = tempfile.mkstemp(prefix="bcc_exporter-kallsyms-")
+        return f"cannot make the view: {err}"
     try:
         with os.fdopen(fd, "wb") as f:
             f.writelines(lines)
-        for what, call in (
-            ("unshare(CLONE_NEWNS)", lambda: _libc.unshare(CLONE_NEWNS)),
-            # Private: the bind mount below must not reach the namespace we came from.
-            (
-                "making / private",
-                lambda: _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None),
-            ),
-            ("bind mount", lambda: _libc.mount(view.encode(), bytes(path), None, MS_BIND, None)),
-        ):
-            if call() != 0:
-                return f"{what}: {os.strerror(ctypes.get_errno())}"
+        if _libc.mount(view.encode(), bytes(path), None, MS_BIND, None) != 0:
+            return f"bind mount: {os.strerror(ctypes.get_errno())}"
         return None
+    except OSError as err:
+        return f"cannot make the view: {err}"
     finally:
         os.unlink(view)  # the bind mount keeps the file while the namespace lives

@@ -191,7 +191,7 @@ def kaddr_cflags(kaddrs: tuple[str, ...], path: Path = kallsyms.KALLSYMS) -> lis
     """`-Dkaddr_<symbol>=<address>` for each of the program's kaddrs, as ebpf_exporter v1 did."""
     if not kaddrs:
         return []
-    found = kallsyms.addresses(kaddrs, path)
+    found = kallsyms.addresses(kaddrs, kallsyms.reopened(path))
     missing = [name for name in kaddrs if name not in found]
     if missing:
         raise Refused(f"kaddrs: not in {path}: {', '.join(missing)}")

@@ -20,6 +20,11 @@ T = TypeVar("T")
 MIN_REFRESH_SECONDS = 5.0
 
 
+def now() -> float:
+    """The clock of loaded_at, for read_since()."""
+    return monotonic()
+
+
 class Snapshot(Generic[T]):
     """`load()`'s result, loaded on first use; thread safe (concurrent scrapes)."""
 
@@ -29,15 +34,19 @@ class Snapshot(Generic[T]):
         # When the last read began (monotonic): the snapshot shows the host as of then.
         self.loaded_at = 0.0
         self._lock = threading.Lock()
-        # Reads so far: a decoder compares it before and after a miss to tell whether its
-        # answer comes from a read made since the miss (final) or from an older one.
-        self.reads = 0
+        self.reads = 0  # reads so far
 
     def warm(self) -> None:
-        """Load now, in the background: the first scrape then waits for what is left of the
-        read, if anything, not for all of it (kallsyms: ~0.1 s, most of a one-program
-        start's first scrape)."""
-        threading.Thread(target=self.current, name="decoder-warm", daemon=True).start()
+        """Load now, in the background, or read again if the last read is older than
+        MIN_REFRESH_SECONDS (a program added by a reload shares a table read long ago): the
+        first scrape then waits for what is left of the read, if anything, not for all of it
+        (kallsyms: ~0.1 s, most of a one-program start's first scrape)."""
+        load = self.current if self._value is None else self.refresh
+        threading.Thread(target=load, name="decoder-warm", daemon=True).start()
+
+    def read_since(self, moment: float) -> bool:
+        """Whether the snapshot was read (its read began) at or after `moment` (now())."""
+        return self.loaded_at >= moment
 
     def current(self) -> T:
         value = self._value

@@ -37,7 +37,7 @@ from weakref import WeakValueDictionary
 
 from .. import kallsyms
 from ._base import TEXT_INPUT, V1, DecoderError, Unresolved, flag
-from ._refresh import Snapshot
+from ._refresh import Snapshot, now
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,15 @@ class Ksym:
             return self._decode_v1(address)
         if address == 0:
             return UNKNOWN
-        reads = self._symbols.reads
+        asked = now()
         symbols = self._symbols.current()
         if not symbols.covers(address):  # maybe in a module loaded since
             symbols = self._symbols.refresh()
         name = UNKNOWN if symbols.hidden() else symbols.find(address) or UNKNOWN
-        if not symbols.covers(address) and self._symbols.reads == reads and not symbols.hidden():
-            # The re-read was rate-limited: a best guess, to be asked again later.
+        read_before = not self._symbols.read_since(asked)
+        if not symbols.covers(address) and read_before and not symbols.hidden():
+            # Read before the miss (the re-read was rate-limited, or a warm read was under
+            # way): a best guess, to be asked again later.
             raise Unresolved(name)
         return name
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Generator
+from collections.abc import Iterator
 
 from ..errors import ExporterError
 from ..workers import runner, wire
@@ -33,8 +33,28 @@ STOP_TIMEOUT = 5.0
 REPLY_GRACE = 30.0
 
 
-# What the spawner answers to one request, read as it comes; each reply's fds are the caller's.
-Replies = Generator[tuple[Reply, list[int]], None, None]
+class Replies:
+    """What the spawner answers to one request, read as the caller iterates; each reply's
+    fds are the caller's. close() (or the end of the answer) closes the request's socket,
+    whether or not anything was read."""
+
+    def __init__(self, sock: socket.socket | None, replies: Iterator[tuple[Reply, list[int]]]):
+        self._sock = sock
+        self._replies = replies
+
+    def __iter__(self) -> Replies:
+        return self
+
+    def __next__(self) -> tuple[Reply, list[int]]:
+        try:
+            return next(self._replies)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
 
 
 class PrivsepError(ExporterError):
@@ -104,32 +124,27 @@ class Spawner:
                 socket.send_fds(self.sock, [encode_request(request)], [theirs.fileno()])
         except OSError as err:
             ours.close()
-            return self._refused(self._gone(err))
-        return self._replies(ours)
+            return Replies(None, iter([(Refused(self._gone(err)), [])]))
+        return Replies(ours, self._replies(ours))
 
-    @staticmethod
-    def _refused(why: str) -> Replies:
-        yield Refused(why), []
-
-    def _replies(self, sock: socket.socket) -> Replies:
-        with sock:
-            sock.settimeout(self.timeout + REPLY_GRACE)
-            while True:
-                try:
-                    message, fds = wire.receive(sock)
-                    reply = decode_reply(message) if message else None
-                except TimeoutError:
-                    yield (
-                        Refused(f"the privileged spawner did not answer in {self.timeout:g} s"),
-                        [],
-                    )
-                    return
-                except (OSError, MessageError) as err:
-                    yield Refused(self._gone(err)), []
-                    return
-                if reply is None:
-                    return  # it closed the reply socket: the answer is complete
-                yield reply, fds
+    def _replies(self, sock: socket.socket) -> Iterator[tuple[Reply, list[int]]]:
+        sock.settimeout(self.timeout + REPLY_GRACE)
+        while True:
+            try:
+                message, fds = wire.receive(sock)
+                reply = decode_reply(message) if message else None
+            except TimeoutError:
+                yield (
+                    Refused(f"the privileged spawner did not answer in {self.timeout:g} s"),
+                    [],
+                )
+                return
+            except (OSError, MessageError) as err:
+                yield Refused(self._gone(err)), []
+                return
+            if reply is None:
+                return  # it closed the reply socket: the answer is complete
+            yield reply, fds
 
     def _status(self) -> str | None:
         code = self.process.poll()

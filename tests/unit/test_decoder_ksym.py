@@ -222,3 +222,24 @@ def test_decoders_of_one_file_share_one_read_that_warm_starts_early(
     assert v1.decode(address(0xFFFFFFFF81003000)) == b"vfs_read"
     assert reads == [(kallsyms, False), (kallsyms, True)]
     assert decoders.warm({"name": "uint"}) is None
+
+
+def test_a_table_read_before_the_miss_gives_a_provisional_answer_and_warm_rereads_an_old_one(
+    kallsyms: Path, clock: list[float]
+) -> None:
+    """An address past the table, decoded after a warm read and within MIN_REFRESH_SECONDS of
+    it: the table was not read since the miss, so the answer is a guess to ask again. A warm()
+    of a table older than that reads it again (a program added by a reload)."""
+    options = {"name": "ksym", "kallsyms": str(kallsyms)}
+    table = ksym.table(options)
+    table.current()  # read at clock 1000
+    clock[0] += 1.0
+    with pytest.raises(Unresolved):
+        Ksym(options, 8).decode(address(0xFFFFFFFFD0000000))
+    clock[0] += _refresh.MIN_REFRESH_SECONDS
+    reads = table.reads
+    decoders.warm(options)
+    deadline = time.monotonic() + 10
+    while table.reads == reads:
+        assert time.monotonic() < deadline, "warm() did not read the old table again"
+        time.sleep(0.01)
