@@ -227,11 +227,11 @@ def test_many_concurrent_connections_then_recovery(exporter: Daemon) -> None:
 def test_idle_connections_are_closed(exporter: Daemon) -> None:
     """uvicorn alone never times out a connection before its first complete request: ~1 000
     silent or trickling ones would exhaust the fds under systemd's default soft limit."""
+    began = time.monotonic()  # before the connects: the server's deadline counts from after
     silent = socket.create_connection(("127.0.0.1", exporter.port))
     slow = socket.create_connection(("127.0.0.1", exporter.port))
     kept = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10)
     try:
-        began = time.monotonic()
         deadline = began + REQUEST_HEAD_SECONDS + 5
         closed = {"silent": False, "slow": False}
         for s in (silent, slow):

@@ -43,11 +43,14 @@ def test_failures_count_exactly_by_syscall_and_errno(daemon):
         for _ in range(11):
             fails(os.sched_rr_get_interval, -1, expect=errno.EINVAL)
         # pause(2) returns when a signal's handler has run; at sys_exit the kernel's own
-        # ERESTARTNOHAND, which user space sees as EINTR.
+        # ERESTARTNOHAND, which user space sees as EINTR. A timer every 5 ms, not one per
+        # call: a one-shot could fire before pause() is entered (the child preempted for
+        # 5 ms in between), and pause() would wait for ever.
         signal.signal(signal.SIGALRM, lambda *_: None)
+        signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
         for _ in range(7):
-            signal.setitimer(signal.ITIMER_REAL, 0.005)
             signal.pause()
+        signal.setitimer(signal.ITIMER_REAL, 0)
         """,
     )
     after = exporter.scrape()

@@ -265,7 +265,8 @@ def test_a_silent_connection_lives_no_longer_than_the_head_deadline(
     began = time.monotonic()
     with socket.create_connection(("127.0.0.1", daemons["tls"].port), timeout=10) as s:
         seconds = lifetime(s, began, 30)
-    assert seconds <= REQUEST_HEAD_SECONDS + 1.5, seconds
+    # Closed by the head deadline, not asyncio's 60 s; a loaded machine may run it late.
+    assert REQUEST_HEAD_SECONDS - 0.5 <= seconds < 2 * REQUEST_HEAD_SECONDS, seconds
 
 
 def test_the_handshake_counts_within_the_head_deadline(
@@ -277,5 +278,9 @@ def test_the_handshake_counts_within_the_head_deadline(
     raw = socket.create_connection(("127.0.0.1", daemons["tls"].port), timeout=10)
     time.sleep(REQUEST_HEAD_SECONDS / 2)  # a slow start of the handshake
     with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        shaken = time.monotonic()
         seconds = lifetime(s, began, 30)
-    assert REQUEST_HEAD_SECONDS - 0.5 <= seconds <= REQUEST_HEAD_SECONDS + 1.5, seconds
+    # Counted from the connect: closed no sooner than the deadline after it, and sooner than
+    # a whole deadline after the handshake, as counting from there would close it.
+    assert seconds >= REQUEST_HEAD_SECONDS - 0.5, seconds
+    assert began + seconds - shaken < REQUEST_HEAD_SECONDS, (seconds, shaken - began)
