@@ -9,7 +9,8 @@ softirq runs on the exit of an interrupt that came while a BPF program or a bpf(
 operation was running on the CPU: a witness program on the classic tracepoints counts how many
 they were handed. softirqs-bpfcc -C, on those classic tracepoints too, counts the softirqs of
 each vector it was handed: the witness's counts over the scrapes inside the tool's life and over
-scrapes outside it bracket the tool's counts exactly.
+scrapes outside it bracket the tool's counts (exactly, but for the counts its map drops when
+CPUs race to add a vector's key).
 
 No comparison of the time by vector with softirqs-bpfcc -d: the classic tracepoints' perf record
 lies inside its intervals and not in ours, so below a microsecond the two distributions differ
@@ -141,10 +142,14 @@ def test_loopback_transfer(daemon, write_config):
     # softirqs-bpfcc -C, attached before `before` and reading its counts after `after`, was
     # handed every entry the witness was handed in between (both programs run on each hit of
     # the classic tracepoint, or neither), and only entries the witness was handed between
-    # `outside` and `past`: exactly, per vector, under the names our static_map gives them.
+    # `outside` and `past`: per vector, under the names our static_map gives them. It counts
+    # with BCC's atomic_increment() on a hash, which adds a key with BPF_NOEXIST and drops
+    # the count when another CPU added it first: each vector's first softirqs, on every CPU at
+    # once (a tick), may lose up to one count per other CPU (seen: timer 16 of 17).
     theirs = counts(tool.output)
     assert set(theirs) <= set(VECTORS), theirs
     for vector in VECTORS:
         least, most = handed(before, after, vector), handed(outside, past, vector)
-        assert least <= theirs.get(vector, 0) <= most, (vector, least, theirs, most)
+        first_add = ncpu - 1 if vector in theirs else 0
+        assert least - first_add <= theirs.get(vector, 0) <= most, (vector, least, theirs, most)
     assert handed(before, after, "net_rx") > 0, theirs  # the bracket held the workload
