@@ -7,14 +7,12 @@ from __future__ import annotations
 import os
 import re
 import select
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable
 
-from ..conftest import TOOL_EXIT_SECONDS
 from . import workload
 
 K = 23  # bcc's rule for tools: a prime number of events, matched exactly
@@ -188,8 +186,7 @@ def attached_bpftrace(script: str) -> Callable[[], str]:
         raise AssertionError("bpftrace did not attach within 60 s")
 
     def finish() -> str:
-        proc.send_signal(signal.SIGINT)
-        return proc.communicate(timeout=TOOL_EXIT_SECONDS)[0]
+        return workload.stop_bpftrace(proc)[0]
 
     return finish
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import re
 import select
-import signal
 import subprocess
 import time
 
-from ..conftest import TOOL_EXIT_SECONDS
 from . import workload
 
 N = 23  # bcc's rule for tools: a prime number of events
@@ -74,13 +72,7 @@ def test_timer_callbacks_by_name(daemon):
         time.sleep(max(0.0, WINDOW - (time.monotonic() - started)))
         after = by_function(exporter.scrape())
     finally:
-        bpftrace.send_signal(signal.SIGINT)
-        try:
-            out, err = bpftrace.communicate(timeout=TOOL_EXIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            bpftrace.kill()  # a hung bpftrace must not outlive the test, attached
-            bpftrace.communicate()
-            raise
+        out, err = workload.stop_bpftrace(bpftrace)
     assert bpftrace.returncode == 0, err
     past = by_function(exporter.scrape())  # after bpftrace's window
     theirs = {m[1]: int(m[2]) for m in re.finditer(r"^@\[(.+)\]: (\d+)$", out, re.M)}
