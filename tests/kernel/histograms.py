@@ -255,8 +255,30 @@ def wait_blocked(pid: int, timeout: float = 10) -> None:
     raise AssertionError(f"task {pid} did not block within {timeout} s")
 
 
-def final_schedstat(proc: subprocess.Popen[str]) -> SchedStat:
+def final_schedstat(proc: subprocess.Popen[str], timeout: float = 10) -> SchedStat:
     """The scheduler's account of a child over its whole life: read once it has exited but
-    before it is reaped (a zombie keeps its task struct), so nothing it did is missed."""
+    before it is reaped (a zombie keeps its task struct), so nothing it did is missed.
+
+    The parent is told of the exit before the child's last switch off its CPU (exit_notify()
+    comes before the final schedule()), and a scrape taken in between would miss that switch
+    in one program's map and see it in the next one's. So this also waits for the last switch:
+    the kernel counts each switch off a CPU (voluntary_ctxt_switches + nonvoluntary_ctxt_switches
+    in /proc/PID/status, right before the sched_switch tracepoint) and each time put on one
+    (pcount), and the two are equal once the task has left its CPU for good."""
     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-    return SchedStat.of(proc.pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        switched_off = sum(
+            int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"))
+        )
+        stat = SchedStat.of(proc.pid)
+        if switched_off == stat.pcount:
+            return stat
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"task {proc.pid} put on a CPU {stat.pcount} times, switched off {switched_off}"
+            )
+        time.sleep(0.001)

@@ -110,14 +110,28 @@ def test_builtin_opens_full_map_makes_room_for_a_new_comm_and_counts_evictions(
     assert before[("bcc_exporter_map_entries", labels)] == 4
     assert before[(EVICTIONS, labels)] >= 2
 
-    comm = workload.unique_comm()
-    workload.run(comm, OPEN_23, str(target))
-    samples = exporter.scrape()
-    counted = [
-        value
-        for (name, found), value in samples.items()
-        if name == "bcc_opens_total" and dict(found)["comm"] == comm
-    ]
-    assert counted == [23]
-    assert samples[(FAILURES, labels)] == 0  # an LRU map never refuses a key
-    assert samples[(EVICTIONS, labels)] > before[(EVICTIONS, labels)]
+    # The newest comm, counted exactly: unless a process of the machine opens a file under a
+    # comm new to the map after ours, and its key takes the place of ours before the scrape
+    # (any new process does, such as the busy neighbour's next dd once dd's key has gone; seen:
+    # 2 to 5 evictions in each window beside it). Then nothing is lost all the same: our key's
+    # leaving is counted, beside the eviction that made room for it. A fresh comm tries again;
+    # three windows in a row that lose it would be a map that does not keep its newest key.
+    for _ in range(3):
+        comm = workload.unique_comm()
+        workload.run(comm, OPEN_23, str(target))
+        samples = exporter.scrape()
+        counted = [
+            value
+            for (name, found), value in samples.items()
+            if name == "bcc_opens_total" and dict(found)["comm"] == comm
+        ]
+        assert samples[(FAILURES, labels)] == 0  # an LRU map never refuses a key
+        evicted = samples[(EVICTIONS, labels)] - before[(EVICTIONS, labels)]
+        if counted == [23]:
+            assert evicted >= 1  # the map was full: ours took another's place
+            break
+        assert len(counted) <= 1 and sum(counted) < 23, counted
+        assert evicted >= 2, (counted, evicted)
+        before = samples
+    else:
+        raise AssertionError(f"3 new comms in a row lost from a map of 4: {counted}, {evicted}")
