@@ -57,6 +57,28 @@ class Hist:
         return min(le for le in self.counts if self.cdf(le) >= 0.5)
 
 
+def unheld(whole: Hist, part: Hist, apart: float) -> list[tuple[float, str, float, float]]:
+    """Where the histogram of `whole` fails to hold the observations of `part`: the same events
+    measured by two programs, each reading the clock when its turn comes at a tracepoint (after
+    the programs attached before it), so that each pair of values may differ by up to `apart`,
+    enough to cross a bucket bound (seen: a task's 16-32 us run-queue latency in another bucket
+    of the system-wide program, in 1 run of 4, with a plain-hash copy of that program agreeing
+    with it). Each value of `part` at most `le` is one of `whole` at most le + apart, and each
+    above `le` one of `whole` above le - apart; the bounds where the counts say otherwise are
+    returned, with the two counts."""
+    bounds = sorted(whole.counts)
+    failed = []
+    for le in sorted(part.counts):
+        up = min((b for b in bounds if b >= le + apart), default=math.inf)
+        down = max((b for b in bounds if b <= le - apart), default=-math.inf)
+        at_most, above = part.between(-math.inf, le), part.total - part.between(-math.inf, le)
+        if at_most > whole.between(-math.inf, up):
+            failed.append((le, "at most", at_most, whole.between(-math.inf, up)))
+        if above > whole.total - whole.between(-math.inf, down):
+            failed.append((le, "above", above, whole.total - whole.between(-math.inf, down)))
+    return failed
+
+
 def scraped(before: Samples, after: Samples, name: str, **labels: str) -> Hist:
     """What histogram `name` (with these labels, beside `le`) gained between two scrapes."""
 

@@ -34,6 +34,7 @@ from .histograms import (
     recursion_misses,
     scraped,
     switch_witness,
+    unheld,
     wait_blocked,
 )
 
@@ -155,8 +156,9 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         # Each latency lies in its bucket: slot le=2^k us holds 2^(k-1) .. 2^k - 1 us.
         low, high = ours.sum_range(US)
         assert low <= ours.sum <= high, why
-        # The system-wide histogram holds the spinner's latencies, bucket by bucket.
-        assert all(system.counts[le] >= n for le, n in ours.counts.items()), (system, ours)
+        # The system-wide histogram holds the spinner's latencies, bucket by bucket, up to where
+        # each program reads its clock (10 us, as above).
+        assert not unheld(system, ours, 10 * US), (unheld(system, ours, 10 * US), system, ours)
 
     # runqlat-bpfcc, attached before the spinners were released and reading its map after
     # they exited: its raw tracepoints are never skipped (ours are tracepoints for their
