@@ -13,6 +13,8 @@
 #ifndef MAX_KEYS
 #define MAX_KEYS 10240  // comm x result pairs; cflags ["-DMAX_KEYS=4"] churn it in tests
 #endif
+// cflags ['-DCOMM_PREFIX="bccx"'] counts only the comms that start so (tests fill a tiny map
+// with their own comms alone, whatever else the machine opens meanwhile).
 
 struct opens_key {
     char comm[16];  // TASK_COMM_LEN
@@ -38,6 +40,12 @@ int count_open(struct tracepoint__syscalls__sys_exit_openat *args)
         return 0;
     struct opens_key key = {};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
+#ifdef COMM_PREFIX
+    const char prefix[] = COMM_PREFIX;
+    for (int i = 0; i < sizeof(prefix) - 1; i++)
+        if (key.comm[i] != prefix[i])
+            return 0;
+#endif
     long ret = args->ret;
     if (ret < 0 && ret >= -MAX_ERRNO)
         key.err = -ret;

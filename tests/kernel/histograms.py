@@ -286,7 +286,8 @@ def final_schedstat(proc: subprocess.Popen[str], timeout: float = 10) -> SchedSt
     in one program's map and see it in the next one's. So this also waits for the last switch:
     the kernel counts each switch off a CPU (voluntary_ctxt_switches + nonvoluntary_ctxt_switches
     in /proc/PID/status, right before the sched_switch tracepoint) and each time put on one
-    (pcount), and the two are equal once the task has left its CPU for good."""
+    (pcount): once the two are equal, the programs on that tracepoint are microseconds away
+    from having run for the last switch, and a scrape is further away than that."""
     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     deadline = time.monotonic() + timeout
     while True:

@@ -94,12 +94,17 @@ def test_a_pods_waits_match_the_schedulers_account(daemon, write_config, node):
     why = (kernel, ours, on, off, missed)
     assert kernel.pcount >= N + 1, why  # released, then back from each sleep
     assert kernel.pcount - lost <= ours.total <= kernel.pcount, why
-    # runqlat got the same events but needs no switch off the CPU to count a latency.
+    # runqlat got the same events but needs no switch off the CPU to count a latency; on classic
+    # tracepoints, it loses the wakeups that came while another BPF program ran on the CPU
+    # (counted in its recursion_misses), where our raw tracepoints did not lose them.
     theirs = scraped(before, after, "bcc_runqueue_latency_target_seconds")
-    assert theirs.total - (kernel.pcount - off) - 1 <= ours.total <= theirs.total, (why, theirs)
-    # Each program reads the clock itself and truncates to whole us: 2 us a latency apart.
+    dropped = recursion_misses(after, "runqlat") - recursion_misses(before, "runqlat")
+    most = theirs.total + dropped
+    assert theirs.total - (kernel.pcount - off) - 1 <= ours.total <= most, (why, theirs, dropped)
+    # Each program reads the clock when its turn comes and truncates to whole us: 10 us a
+    # latency apart, as in test_prog_runqlat.
     assert ours.sum is not None and theirs.sum is not None
-    if ours.total == theirs.total:
-        assert abs(ours.sum - theirs.sum) <= 2 * US * ours.total, (why, theirs)
+    if ours.total == theirs.total and not dropped:
+        assert abs(ours.sum - theirs.sum) <= 10 * US * ours.total, (why, theirs)
     low, high = ours.sum_range(US)
     assert low <= ours.sum <= high, why

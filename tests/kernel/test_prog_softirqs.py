@@ -105,6 +105,7 @@ def test_loopback_transfer(daemon, write_config):
     exporter = daemon("--config.names=softirqs", f"--config.file={witness}")
     outside = exporter.scrape()
     with bcc_tool("/usr/sbin/softirqs-bpfcc", "-C") as tool:
+        near = [exporter.scrape()]  # right around ours: see the sums below
         started = time.monotonic()  # the window holds both scrapes: each adds to the sum
         p0 = proc_softirqs()
         before = exporter.scrape()
@@ -115,6 +116,7 @@ def test_loopback_transfer(daemon, write_config):
         after = exporter.scrape()
         p3 = proc_softirqs()
         window = time.monotonic() - started
+        near.append(exporter.scrape())
     past = exporter.scrape()
 
     ours = {v: scraped(before, after, "bcc_softirq_time_seconds", vector=v) for v in VECTORS}
@@ -134,9 +136,9 @@ def test_loopback_transfer(daemon, write_config):
         # A scrape reads a vector's bucket keys and its sum key at different moments: a softirq
         # ending between the reads is in the counts and not in the sum, or the other way round
         # (a vector with one or two softirqs in the window: sum 0 below a bucket's least). Every
-        # softirq in the sum is in the counts from `outside` to `past`, and every one in the
-        # counts in the sum from `outside` to `past`; each duration lies in its bucket.
-        wide = scraped(outside, past, "bcc_softirq_time_seconds", vector=vector)
+        # softirq in the sum is in the counts of the scrapes right around, and every one in the
+        # counts in their sum; each duration lies in its bucket.
+        wide = scraped(*near, "bcc_softirq_time_seconds", vector=vector)
         assert hist.sum is not None and wide.sum is not None, why
         assert hist.sum <= wide.sum_range(NS)[1] and wide.sum >= hist.sum_range(NS)[0], why
         # Time in softirq cannot exceed the CPUs' time from before `before` to after `after`,

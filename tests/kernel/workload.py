@@ -22,9 +22,12 @@ libc.prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: what bpf_get_curre
 """
 
 
+COMM_PREFIX = "bccx"  # every comm of unique_comm(): a program can count these alone
+
+
 def unique_comm() -> str:
     """A comm no other process on the machine has, so its series counts only our workload."""
-    return "bccx" + uuid.uuid4().hex[:11]
+    return COMM_PREFIX + uuid.uuid4().hex[:11]
 
 
 def run(comm: str, body: str, *args: str) -> str:
