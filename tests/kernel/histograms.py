@@ -71,12 +71,34 @@ def unheld(whole: Hist, part: Hist, apart: float) -> list[tuple[float, str, floa
     for le in sorted(part.counts):
         up = min((b for b in bounds if b >= le + apart), default=math.inf)
         down = max((b for b in bounds if b <= le - apart), default=-math.inf)
-        at_most, above = part.between(-math.inf, le), part.total - part.between(-math.inf, le)
-        if at_most > whole.between(-math.inf, up):
-            failed.append((le, "at most", at_most, whole.between(-math.inf, up)))
-        if above > whole.total - whole.between(-math.inf, down):
-            failed.append((le, "above", above, whole.total - whole.between(-math.inf, down)))
+        at_most = part.between(-math.inf, le)
+        above = part.total - at_most
+        whole_at_most = whole.between(-math.inf, up)
+        whole_above = whole.total - whole.between(-math.inf, down)
+        if at_most > whole_at_most:
+            failed.append((le, "at most", at_most, whole_at_most))
+        if above > whole_above:
+            failed.append((le, "above", above, whole_above))
     return failed
+
+
+def sum_held(part: Hist, around: Hist, ncpu: int, window: float, unit: float) -> bool:
+    """Whether the time summed in `part` (scraped before and after a window of `window` seconds)
+    fits the counts of `around` (scraped right before and after those two), for handlers that
+    do not nest on a CPU (softirqs, hardirqs). A scrape reads the bucket keys and the sum key at
+    different moments: a call ending between the reads is in the counts and not in the sum, or
+    the other way round (a handler called once in the window: sum 0 below its bucket's least).
+    So every call in `part`'s sum is in `around`'s counts, and every one in `part`'s counts in
+    `around`'s sum; each duration lies in its bucket. And the time cannot exceed the CPUs' time
+    over the window, but for the part before it of the call running then on each CPU, at most
+    the widest bucket `around` counted."""
+    assert part.sum is not None and around.sum is not None, (part, around)
+    longest = max((le for le, n in around.counts.items() if n), default=0.0)
+    return (
+        0 <= part.sum <= around.sum_range(unit)[1]
+        and around.sum >= part.sum_range(unit)[0]
+        and part.sum <= ncpu * (window + longest)
+    )
 
 
 def scraped(before: Samples, after: Samples, name: str, **labels: str) -> Hist:

@@ -130,6 +130,6 @@ def test_fifo_task_slices(daemon, write_config):
     # The system-wide histogram holds the task's slices, bucket by bucket, up to where each
     # program reads its clock (the programs attached before it run first: 10 us a slice).
     system = scraped(before, after, "bcc_oncpu_time_seconds")
-    assert not unheld(system, ours, 10 * US), (unheld(system, ours, 10 * US), system, ours)
+    assert not (gaps := unheld(system, ours, 10 * US)), (gaps, system, ours)
     assert system.total >= ours.total, (system, ours)  # the same events, every one
     assert system.sum is not None and system.sum >= ours.sum - ours.total * 10 * US

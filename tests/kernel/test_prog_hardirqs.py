@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .histograms import Samples, bcc_tool, scraped, series
+from .histograms import Samples, bcc_tool, scraped, series, sum_held
 
 N = 23  # bcc's rule for tools: a prime number of events, matched exactly
 NS = 1e-9
@@ -187,20 +187,11 @@ def test_hwrng_reads(daemon, write_config):
         assert hist.total <= min(delivered(*wide, irqs)) + ncpu, why
         assert hist.total >= low - (high - entries) - (high - exits) - ncpu, why
         if hist.total:
-            # A scrape reads a handler's bucket keys and its sum key at different moments: a
-            # call returning between the reads is in the counts and not in the sum, or the other
-            # way round (a handler called once in the window: sum 0 below its bucket's least).
-            # Every call in the sum is in the counts of the wide scrapes, and every one in the
-            # counts in their sum; each duration lies in its bucket, and takes some nanoseconds.
+            # The sum, read at another moment than the counts, against the wide scrapes; each
+            # call there takes some nanoseconds.
             around = scraped(*wide, METRIC, handler=name)
-            assert hist.sum is not None and around.sum is not None, why
-            assert 0 <= hist.sum <= around.sum_range(NS)[1], (*why, around)
-            assert around.sum > 0 and around.sum >= hist.sum_range(NS)[0], (*why, around)
-            # Time in a handler cannot exceed the CPUs' time from before `before` to after
-            # `after`, but for the part before it of the call running then on each CPU
-            # (handlers do not nest), at most the widest bucket the wide scrapes counted.
-            longest = max((le for le, n in around.counts.items() if n), default=0.0)
-            assert hist.sum <= ncpu * (window + longest), (*why, around, window)
+            assert sum_held(hist, around, ncpu, window, NS), (*why, around, window)
+            assert around.sum > 0, (*why, around)
 
     # The device's interrupts: the premise, from the kernel, is one per read, and more when
     # the kernel's own hwrng thread reads it to feed the entropy pool (seen once beside the

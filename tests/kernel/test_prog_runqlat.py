@@ -158,7 +158,7 @@ def test_two_spinners_on_one_cpu(daemon, write_config):
         assert low <= ours.sum <= high, why
         # The system-wide histogram holds the spinner's latencies, bucket by bucket, up to where
         # each program reads its clock (10 us, as above).
-        assert not unheld(system, ours, 10 * US), (unheld(system, ours, 10 * US), system, ours)
+        assert not (gaps := unheld(system, ours, 10 * US)), (gaps, system, ours)
         assert system.total >= ours.total, (system, ours)  # the same events, every one
 
     # runqlat-bpfcc, attached before the spinners were released and reading its map after

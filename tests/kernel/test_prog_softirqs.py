@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from .histograms import Samples, bcc_tool, recursion_misses, scraped, series
+from .histograms import Samples, bcc_tool, recursion_misses, scraped, series, sum_held
 
 NS = 1e-9
 TRANSFER = 64 << 20  # bytes sent over loopback TCP
@@ -133,19 +133,9 @@ def test_loopback_transfer(daemon, write_config):
         assert least <= hist.total <= p3[vector] - p0[vector] + ncpu, why
         if not hist.total:
             continue  # none ran, or none since the daemon started: no series at all
-        # A scrape reads a vector's bucket keys and its sum key at different moments: a softirq
-        # ending between the reads is in the counts and not in the sum, or the other way round
-        # (a vector with one or two softirqs in the window: sum 0 below a bucket's least). Every
-        # softirq in the sum is in the counts of the scrapes right around, and every one in the
-        # counts in their sum; each duration lies in its bucket.
+        # The sum, read at another moment than the counts, against the scrapes right around.
         wide = scraped(*near, "bcc_softirq_time_seconds", vector=vector)
-        assert hist.sum is not None and wide.sum is not None, why
-        assert hist.sum <= wide.sum_range(NS)[1] and wide.sum >= hist.sum_range(NS)[0], why
-        # Time in softirq cannot exceed the CPUs' time from before `before` to after `after`,
-        # but for the part before it of the softirq running then on each CPU (softirqs do not
-        # nest), at most the widest bucket the wide scrapes counted.
-        longest = max((le for le, n in wide.counts.items() if n), default=0.0)
-        assert 0 <= hist.sum <= ncpu * (window + longest), (*why, wide, window)
+        assert sum_held(hist, wide, ncpu, window, NS), (*why, wide, window)
     # The workload's softirqs: loopback delivers each segment through NET_RX.
     assert ours["net_rx"].total >= 100, ours["net_rx"]
     assert ours["net_rx"].sum > 0
