@@ -2,6 +2,13 @@
 imports anything heavy (the CLI's imports take ~0.3 s, the start-up seconds): a SIGHUP then
 is queued until the programs run (systemd's ExecReload right after a start), a SIGTERM or
 SIGINT stops the start-up cleanly. Once serving, SIGHUP reloads; uvicorn takes SIGTERM/SIGINT.
+
+A stop is an exception raised by the handler wherever the main thread is, so that a blocking
+wait ends at once. CPython drops an exception raised where it cannot propagate (an at-fork
+hook, a __del__, a weakref or gc callback), printing "Exception ignored in": a soak run lost a
+SIGTERM so, inside logging's at-fork hook as the server forked before dropping privileges, and
+the start-up went on until killed. So the server's fork holds the stops (stops_held), and a
+stop dropped anywhere else still ends the start-up, at the latest before serving begins.
 """
 
 from __future__ import annotations
@@ -9,7 +16,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 log = logging.getLogger("bcc_exporter")
@@ -17,6 +25,10 @@ log = logging.getLogger("bcc_exporter")
 
 class Stop(BaseException):
     """SIGTERM or SIGINT during start-up: unwind, detach what is attached, exit 0."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class Signals:
@@ -26,6 +38,7 @@ class Signals:
         self._reload: Callable[[], object] | None = None
         self._pending = False
         self._lock = threading.Lock()
+        self._stopped: int | None = None
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -42,10 +55,14 @@ class Signals:
         self._run_reload()
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        raise Stop(signal.Signals(signum).name)
+        self._stopped = signum
+        raise Stop(signum)
 
     def serving(self, reload: Callable[[], object]) -> None:
-        """Reloads run from now on; one asked for during start-up runs now."""
+        """Reloads run from now on; one asked for during start-up runs now. A stop that was
+        dropped during start-up (see the module's docstring) stops it here."""
+        if self._stopped is not None:
+            raise Stop(self._stopped)
         with self._lock:
             self._reload, pending, self._pending = reload, self._pending, False
         if pending:
@@ -56,3 +73,18 @@ class Signals:
         # A reload compiles in workers for seconds: never in the signal handler's frame.
         assert self._reload is not None
         threading.Thread(target=self._reload, name="reload").start()
+
+
+STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """SIGTERM and SIGINT stay pending in the block and are handled as it ends: around an
+    os.fork(), whose at-fork hooks (logging's) would drop the Stop raised in them, and whose
+    child then starts with them held."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .. import capabilities
 from ..errors import ExporterError
+from ..signals import stops_held
 from . import seccomp
 
 log = logging.getLogger(__name__)
@@ -115,17 +116,18 @@ def _bpf_needs_capability() -> int | None:
     kernel.unprivileged_bpf_disabled set), or None: asked of a child with no capabilities."""
     from ..bpf.syscall import BPFError, Cmd, _InfoAttr, bpf
 
-    pid = os.fork()
-    if pid == 0:  # the child: single-threaded like the parent, so drop() is allowed
-        code = 2
-        try:
-            capabilities.drop(())
+    with stops_held():
+        pid = os.fork()
+        if pid == 0:  # the child: single-threaded like the parent, so drop() is allowed
+            code = 2
             try:
-                bpf(Cmd.BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=0xFFFFFFFF))
-            except BPFError as err:
-                code = 1 if err.errno == errno.EPERM else 0
-        finally:
-            os._exit(code)
+                capabilities.drop(())
+                try:
+                    bpf(Cmd.BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=0xFFFFFFFF))
+                except BPFError as err:
+                    code = 1 if err.errno == errno.EPERM else 0
+            finally:
+                os._exit(code)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 1:
         return None

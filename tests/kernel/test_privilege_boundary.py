@@ -444,6 +444,61 @@ def test_a_sigterm_during_start_up_stops_it_cleanly(tmp_path: Path):
     assert "bcc_exporter: stopped by SIGTERM during start-up" in d.log()
 
 
+# Sends the server its SIGTERM inside the first fork's at-fork hook, once the handler is in, and
+# spins there: CPython drops the Stop a handler raises there ("Exception ignored in"), as in a
+# soak run when a SIGTERM came while the server forked the child that asks what bpf(2) needs
+# (exporter.privsep.drop), the one fork that runs the hooks. That fork holds the stops now.
+IN_FORK_HOOK = """
+import os, signal, sys
+landed = []
+def sigterm_in_fork_hook():
+    if landed or not callable(signal.getsignal(signal.SIGTERM)):
+        return
+    landed.append(True)
+    print("test: SIGTERM sent inside the at-fork hook", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10**6):
+        pass
+os.register_at_fork(after_in_parent=sigterm_in_fork_hook)
+from exporter.launch import main
+sys.exit(main())
+"""
+
+
+class StoppedInForkHook(Daemon):
+    def command(self, args: list[str]) -> list[str]:
+        return [sys.executable, "-c", IN_FORK_HOOK, *super().command(args)[3:]]
+
+
+def test_a_sigterm_dropped_in_a_fork_hook_still_stops_the_start_up(tmp_path: Path):
+    config, _ = gated_config(tmp_path)  # never opened: only the stop can end the start-up
+    d = StoppedInForkHook([f"--config.file={config}"], tmp_path / "daemon.log", wait=False)
+    try:
+        assert d.proc.wait(timeout=20) == 0, d.log()
+    finally:
+        d.stop()
+    log = d.log()
+    assert "test: SIGTERM sent inside the at-fork hook" in log
+    assert "bcc_exporter: stopped by SIGTERM during start-up" in log, log
+    assert "Traceback" not in log and "Exception ignored" not in log, log
+    # The spawner, if it was started, left with the server.
+    pid = str(d.proc.pid).encode()
+    deadline = time.monotonic() + 5
+    while spawners_of(pid):
+        assert time.monotonic() < deadline, spawners_of(pid)
+        time.sleep(0.05)
+
+
+def spawners_of(server: bytes) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"exporter.privsep" in argv and server in argv:
+                found.append(proc.name)
+    return found
+
+
 # (what the config says, how its file and directory are set up) -> the one verdict both give
 RULES = {
     "cflags that load code": ({"cflags": ["-fplugin=/tmp/x.so"]}, None),
