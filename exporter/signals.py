@@ -22,6 +22,8 @@ from types import FrameType
 
 log = logging.getLogger("bcc_exporter")
 
+STOPS = {signal.SIGTERM, signal.SIGINT}
+
 
 class Stop(BaseException):
     """SIGTERM or SIGINT during start-up: unwind, detach what is attached, exit 0."""
@@ -44,8 +46,8 @@ class Signals:
         if threading.current_thread() is not threading.main_thread():
             return  # main() called from a thread (tests): signals stay as they are
         signal.signal(signal.SIGHUP, self._hup)
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
+        for signum in STOPS:
+            signal.signal(signum, self._stop)
 
     def _hup(self, signum: int, frame: FrameType | None) -> None:
         with self._lock:
@@ -73,9 +75,6 @@ class Signals:
         # A reload compiles in workers for seconds: never in the signal handler's frame.
         assert self._reload is not None
         threading.Thread(target=self._reload, name="reload").start()
-
-
-STOPS = {signal.SIGTERM, signal.SIGINT}
 
 
 @contextmanager
